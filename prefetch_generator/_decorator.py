@@ -1,0 +1,51 @@
+"""``background`` (alias ``prefetch``): run a generator function in the background."""
+
+import functools
+from typing import Any, Callable, Iterable, TypeVar, overload
+
+from ._background import BackgroundGenerator, checked_max_prefetch
+
+T = TypeVar("T")
+GeneratorFunction = Callable[..., Iterable[T]]
+BackgroundFunction = Callable[..., BackgroundGenerator[T]]
+
+
+@overload
+def background(max_prefetch: GeneratorFunction[T]) -> BackgroundFunction[T]: ...
+
+
+@overload
+def background(
+    max_prefetch: int = 1,
+) -> Callable[[GeneratorFunction[T]], BackgroundFunction[T]]: ...
+
+
+def background(max_prefetch: Any = 1) -> Any:
+    """Decorate a generator function so each call returns a fresh BackgroundGenerator.
+
+    ``@background(max_prefetch=N)`` and ``@background()`` as in 1.0.3, and the
+    bare ``@background``. Works on functions, methods and closures; the wrapper
+    keeps the function's name, docstring and signature (``functools.wraps``).
+    ``max_prefetch`` is checked here, at decoration time.
+    """
+    if callable(max_prefetch):
+        return _decorate(max_prefetch, 1)
+    max_prefetch = checked_max_prefetch(max_prefetch)
+
+    def decorator(function: GeneratorFunction[T]) -> BackgroundFunction[T]:
+        if not callable(function):
+            raise TypeError(f"background(...) decorates a callable, got {type(function).__name__}")
+        return _decorate(function, max_prefetch)
+
+    return decorator
+
+
+def _decorate(function: GeneratorFunction[T], max_prefetch: int) -> BackgroundFunction[T]:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> BackgroundGenerator[T]:
+        return BackgroundGenerator(function(*args, **kwargs), max_prefetch)
+
+    return wrapper
+
+
+prefetch = background

@@ -1,0 +1,78 @@
+"""stats(): counters and which side is the bottleneck."""
+
+import threading
+import time
+
+import pytest
+
+from prefetch_generator import BackgroundGenerator, Stats
+
+
+def test_stats_count_produced_consumed_and_buffered():
+    bg = BackgroundGenerator(range(10), max_prefetch=-1)
+    bg._worker.thread.join(10)
+    for _ in range(3):
+        next(bg)
+    stats = bg.stats()
+    assert isinstance(stats, Stats)
+    assert (stats.produced, stats.consumed, stats.buffered) == (10, 3, 7)
+
+
+def test_stats_is_an_immutable_snapshot():
+    bg = BackgroundGenerator(range(3))
+    stats = bg.stats()
+    list(bg)
+    with pytest.raises(AttributeError):
+        stats.consumed = 5
+    assert bg.stats().consumed == 3
+
+
+def test_items_discarded_by_close_are_not_counted_as_consumed():
+    bg = BackgroundGenerator(range(10), max_prefetch=-1)
+    bg._worker.thread.join(10)
+    next(bg)
+    bg.close()
+    stats = bg.stats()
+    assert (stats.produced, stats.consumed, stats.buffered) == (10, 1, 0)
+
+
+def slow_source(n, seconds):
+    for i in range(n):
+        time.sleep(seconds)  # simulated loading work, not synchronisation
+        yield i
+
+
+def test_a_slow_source_makes_the_producer_the_bottleneck():
+    bg = BackgroundGenerator(slow_source(20, 0.005), max_prefetch=2)
+    list(bg)
+    stats = bg.stats()
+    assert stats.consumer_wait_s > stats.producer_wait_s
+    assert stats.bottleneck == "producer"
+
+
+def test_a_slow_consumer_makes_the_consumer_the_bottleneck():
+    bg = BackgroundGenerator(range(20), max_prefetch=2)
+    for _ in bg:
+        time.sleep(0.005)  # simulated training step
+    stats = bg.stats()
+    assert stats.producer_wait_s > stats.consumer_wait_s
+    assert stats.bottleneck == "consumer"
+
+
+def test_waits_of_several_consumers_add_up():
+    bg = BackgroundGenerator(slow_source(8, 0.005))
+    threads = [threading.Thread(target=lambda: list(bg)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert bg.stats().consumed == 8
+    assert bg.stats().consumer_wait_s > 0
+
+
+def test_balanced_when_neither_side_waits():
+    stats = Stats(
+        produced=1, consumed=1, buffered=0, consumer_wait_s=0.0, producer_wait_s=0.0, elapsed_s=1.0
+    )
+    assert stats.bottleneck == "balanced"
+    assert "bottleneck is balanced" in str(stats)
