@@ -6,9 +6,9 @@ raised. It promises:
 
 * Order and exactness: every item sent is received once, in order, unless the
   channel is stopped first; then the items still buffered are discarded.
-* A bound: ``send`` returns only while fewer than ``capacity`` items are
-  buffered, so a producer that takes one item from its source per ``send``
-  never holds more than ``capacity`` unconsumed items.
+* A bound: ``send_all`` takes the next item from its iterator only while
+  fewer than ``capacity`` items are buffered, so at most ``capacity`` items
+  are ever taken and not yet received.
 * No lost ending: once the buffer is drained, every receiver sees the ending.
   An exception is raised in exactly one receiver; the others, and every later
   call, get ``StopIteration``.
@@ -30,7 +30,7 @@ import threading
 from collections import deque
 from queue import Empty, SimpleQueue
 from time import perf_counter
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 
 class Channel:
@@ -55,33 +55,31 @@ class Channel:
 
     # -- producer side ---------------------------------------------------
 
-    def send(self, item: Any) -> bool:
-        """Buffer ``item``, then block while the buffer is full.
+    def send_all(self, iterator: Iterator[Any]) -> bool:
+        """Buffer ``iterator``'s items, blocking while the buffer is full.
 
-        Returns False, discarding ``item``, once the channel is stopped: the
-        producer must then stop taking items from its source.
+        Returns True when the iterator is exhausted, False as soon as the
+        channel is stopped (the item in hand is discarded): the caller must
+        then stop taking items from its source. Exceptions from the iterator
+        propagate. Call from one producer thread only.
         """
-        with self.lock:
-            if self.stopped:
-                return False
-            self.items.append(item)
-            self.produced += 1
-            if self.consumers_waiting:
-                self.consumers_waiting -= 1
-                self._consumer_wakeups.put(None)
-            if len(self.items) < self.capacity:
-                return True
-            self.producer_waiting = True
-        while True:
-            started = perf_counter()
-            self._producer_wakeup.get()
-            with self.lock:
-                self.producer_wait_s += perf_counter() - started
+        items, lock = self.items, self.lock
+        append, capacity = items.append, self.capacity
+        for item in iterator:
+            with lock:
                 if self.stopped:
                     return False
-                if len(self.items) < self.capacity:
-                    return True
+                append(item)
+                self.produced += 1
+                if self.consumers_waiting:
+                    self.consumers_waiting -= 1
+                    self._consumer_wakeups.put(None)
+                if len(items) < capacity:
+                    continue
                 self.producer_waiting = True
+            if not self._wait_for_space():
+                return False
+        return True
 
     def finish(self, error: Optional[BaseException] = None) -> None:
         """Send the ending: the source is exhausted, or raised ``error``."""
@@ -161,6 +159,18 @@ class Channel:
         self.stop()
 
     # -- internals -------------------------------------------------------
+
+    def _wait_for_space(self) -> bool:
+        while True:
+            started = perf_counter()
+            self._producer_wakeup.get()
+            with self.lock:
+                self.producer_wait_s += perf_counter() - started
+                if self.stopped:
+                    return False
+                if len(self.items) < self.capacity:
+                    return True
+                self.producer_waiting = True
 
     def _wake_producer(self) -> None:
         with self.lock:

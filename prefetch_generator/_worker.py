@@ -76,11 +76,7 @@ def _run(
     # The Worker object is only the registry's handle; this frame holding it
     # creates no cycle with the consumer's object.
     try:
-        send = channel.send
-        for item in iterator:
-            if not send(item):
-                break
-        else:
+        if channel.send_all(iterator):
             channel.finish()
     except BaseException as error:
         channel.finish(error)

@@ -1,0 +1,83 @@
+"""Per-item cost of the hand-off, against the plain loop, the floor and the peers.
+
+A trivial producer (ints from ``range``) and a trivial consumer (does nothing),
+at max_prefetch 1, 8 and 64. Every contender runs once per round, in an order
+rotated each round, all in this one process; the table shows medians over the
+rounds. The floor is the plain loop plus one two-thread lock ping-pong round
+trip (measured in the same rounds) per max_prefetch + 1 items: the best a
+thread hand-off can do when each side runs dry once per buffer.
+
+    python benchmarks/handoff.py            # quick (about a minute)
+    python benchmarks/handoff.py --long     # more items and rounds
+"""
+
+import argparse
+import statistics
+import sys
+from time import perf_counter
+
+from peers import contenders, ping_pong_round_trip_s
+
+OURS, OLD = "prefetch_generator", "prefetch-generator 1.0.3"
+
+
+def per_item_ns(wrap, k, items):
+    started = perf_counter()
+    for _ in wrap(iter(range(items)), k):
+        pass
+    return (perf_counter() - started) / items * 1e9
+
+
+def plain_ns(items):
+    started = perf_counter()
+    for _ in iter(range(items)):
+        pass
+    return (perf_counter() - started) / items * 1e9
+
+
+def measure(k, items, rounds, wraps):
+    samples = {name: [] for name in ["plain loop", "floor", *wraps]}
+    for round_ in range(rounds):
+        names = list(wraps)
+        names = names[round_ % len(names) :] + names[: round_ % len(names)]
+        plain = plain_ns(items)
+        samples["plain loop"].append(plain)
+        samples["floor"].append(plain + ping_pong_round_trip_s(2000) * 1e9 / (k + 1))
+        for name in names:
+            samples[name].append(per_item_ns(wraps[name], k, items))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--long", action="store_true", help="10x the items, 3x the rounds")
+    args = parser.parse_args()
+    items, rounds = (200_000, 15) if args.long else (20_000, 5)
+    found = contenders()
+    wraps = {name: wrap for name, wrap in found.items() if wrap is not None}
+    print(f"Python {sys.version.split()[0]}; {items} items x {rounds} rounds per cell")
+    missing = [name for name, wrap in found.items() if wrap is None]
+    if missing:
+        print("not installed:", ", ".join(missing))
+    print()
+    print(f"{'max_prefetch':>12} | {'contender':<24} | {'ns/item':>9} | "
+          f"{'1.0.3 / it':>10} | {'it / floor':>10}")
+    print("-" * 78)
+    verdicts = []
+    for k in (1, 8, 64):
+        medians = measure(k, items, rounds, wraps)
+        for name, ns in medians.items():
+            speedup = medians[OLD] / ns if OLD in medians else float("nan")
+            print(f"{k:>12} | {name:<24} | {ns:>9.0f} | {speedup:>9.2f}x | "
+                  f"{ns / medians['floor']:>9.2f}x")
+        print("-" * 78)
+        if OLD in medians:
+            verdicts.append(
+                f"max_prefetch={k}: {medians[OLD] / medians[OURS]:.2f}x faster than 1.0.3, "
+                f"{medians[OURS] / medians['floor']:.2f}x the floor"
+            )
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""``create_prefetch_stream``: one call, four ways to feed a JAX training loop."""
+
+from typing import Any, Iterable, Iterator, Optional
+
+from ._device import default_device
+from ._prefetchers import DevicePrefetcher, Prefetcher, checked_size
+
+MODES = ("none", "thread", "grain", "flax")
+
+
+def create_prefetch_stream(
+    iterator: Iterable[Any], *, mode: str, size: int, device: Optional[Any] = None
+) -> Iterator[Any]:
+    """Return an iterator over ``iterator``'s batches, prefetched as ``mode`` says.
+
+    - ``"none"``: ``iterator`` itself, untouched.
+    - ``"thread"``: ``Prefetcher(size)`` without a device, ``DevicePrefetcher(size,
+      device)`` with one (a background thread; closeable).
+    - ``"grain"``: ``grain.experimental.device_put(ds, device,
+      cpu_buffer_size=2 * size, device_buffer_size=size)``, where ``ds`` is
+      ``iterator`` if it is a ``grain.IterDataset``, else a lazy one-pass
+      adapter (an endless generator works). The result is a Grain
+      ``DatasetIterator``: ``close()`` it to stop Grain's threads and close the
+      source.
+    - ``"flax"``: ``flax.jax_utils.prefetch_to_device(iterator, size,
+      devices=[device] if device else None)``. No thread: it keeps ``size``
+      batches in flight through JAX's asynchronous dispatch, and splits each
+      leaf's leading axis across the devices (all local devices by default),
+      so it must divide evenly; scalar leaves fail. ``device`` must be a
+      ``jax.Device``.
+
+    ``device`` None means the calling thread's default device. Raises
+    ValueError for ``size < 1`` or an unknown mode, ImportError naming the
+    extra to install when the mode's library is missing.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+    size = checked_size("size", size)
+    if mode == "none":
+        return iterator  # type: ignore[return-value]
+    if mode == "thread":
+        if device is None:
+            return Prefetcher(size).prefetch(iterator)
+        return DevicePrefetcher(size, device).prefetch(iterator)
+    if mode == "grain":
+        return _grain_stream(iterator, size, device)
+    return _flax_stream(iterator, size, device)
+
+
+def _grain_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> Iterator[Any]:
+    try:
+        import grain
+
+        from ._grain import IteratorDataset
+    except ImportError as error:
+        raise ImportError(
+            "mode='grain' needs grain: pip install 'prefetch_generator[grain]'"
+        ) from error
+    dataset = iterator if isinstance(iterator, grain.IterDataset) else IteratorDataset(iter(iterator))
+    on_device = grain.experimental.device_put(
+        dataset,
+        default_device() if device is None else device,
+        cpu_buffer_size=2 * size,
+        device_buffer_size=size,
+    )
+    return iter(on_device)
+
+
+def _flax_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> Iterator[Any]:
+    try:
+        from flax import jax_utils
+    except ImportError as error:
+        raise ImportError(
+            "mode='flax' needs flax: pip install 'prefetch_generator[flax]'"
+        ) from error
+    import jax
+
+    if device is not None and not isinstance(device, jax.Device):
+        raise TypeError(
+            f"mode='flax' takes a jax.Device as device, got {type(device).__name__}"
+        )
+    return jax_utils.prefetch_to_device(
+        iter(iterator), size, devices=[device] if device is not None else None
+    )
