@@ -47,7 +47,8 @@ def main():
     args = parser.parse_args()
     iterators = 1000 if args.long else 100
     print(f"Python {sys.version.split()[0]}; {iterators} iterators each\n")
-    print(f"{'contender':<26} | {'ms per iterator':>15} | {'threads left':>12} | {'sources closed':>14}")
+    header = ("contender", "ms per iterator", "threads left", "sources closed")
+    print("{:<26} | {:>15} | {:>12} | {:>14}".format(*header))
     print("-" * 78)
     verdict = ""
     for name, wrap in contenders().items():
@@ -56,8 +57,10 @@ def main():
         cost_s, threads_left, closed = abandon(wrap, iterators)
         print(f"{name:<26} | {cost_s * 1e3:>15.3f} | {threads_left:>12} | {closed:>14}")
         if name == "prefetch_generator":
-            verdict = (f"prefetch_generator: {cost_s * 1e3:.3f} ms per abandoned iterator, "
-                       f"{threads_left} threads left, {closed}/{iterators} sources closed")
+            verdict = (
+                f"prefetch_generator: {cost_s * 1e3:.3f} ms per abandoned iterator, "
+                f"{threads_left} threads left, {closed}/{iterators} sources closed"
+            )
     print("\n" + verdict)
 
 

@@ -60,16 +60,20 @@ def main():
     if missing:
         print("not installed:", ", ".join(missing))
     print()
-    print(f"{'max_prefetch':>12} | {'contender':<24} | {'ns/item':>9} | "
-          f"{'1.0.3 / it':>10} | {'it / floor':>10}")
+    print(
+        f"{'max_prefetch':>12} | {'contender':<24} | {'ns/item':>9} | "
+        f"{'1.0.3 / it':>10} | {'it / floor':>10}"
+    )
     print("-" * 78)
     verdicts = []
     for k in (1, 8, 64):
         medians = measure(k, items, rounds, wraps)
         for name, ns in medians.items():
             speedup = medians[OLD] / ns if OLD in medians else float("nan")
-            print(f"{k:>12} | {name:<24} | {ns:>9.0f} | {speedup:>9.2f}x | "
-                  f"{ns / medians['floor']:>9.2f}x")
+            print(
+                f"{k:>12} | {name:<24} | {ns:>9.0f} | {speedup:>9.2f}x | "
+                f"{ns / medians['floor']:>9.2f}x"
+            )
         print("-" * 78)
         if OLD in medians:
             verdicts.append(

@@ -93,8 +93,10 @@ def main():
                 limit = two_free_threads_s(items, seconds)
                 ratios[name].append(overlapped_s(wrap, items, seconds) / limit)
         medians = {name: statistics.median(values) for name, values in ratios.items()}
-        print(f"{seconds * 1e3:>5} | {items:>5} | "
-              + " | ".join(f"{medians[name]:>23.3f}x" for name in wraps))
+        print(
+            f"{seconds * 1e3:>5} | {items:>5} | "
+            + " | ".join(f"{medians[name]:>23.3f}x" for name in wraps)
+        )
         verdicts.append(f"overlap at {seconds * 1e3} ms: {medians[OURS]:.3f}x the limit")
 
     print("\nWake latency, consumer blocked, us (median / p90)")
@@ -104,7 +106,8 @@ def main():
         latencies[name] = wake_latency_us(wrap, items, gap_s)
     for name, values in latencies.items():
         values.sort()
-        print(f"{name:<26} {statistics.median(values):>8.1f} / {values[int(0.9 * len(values))]:.1f}")
+        p90 = values[int(0.9 * len(values))]
+        print(f"{name:<26} {statistics.median(values):>8.1f} / {p90:.1f}")
     gap = statistics.median(latencies[OURS]) - statistics.median(latencies["bare SimpleQueue"])
     verdicts.append(f"wake latency: {gap:+.1f} us against a bare SimpleQueue")
     print("\n" + "\n".join(verdicts))

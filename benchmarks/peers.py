@@ -3,8 +3,9 @@
 prefetch-generator 1.0.3 shares our import name, and datarax pulls in
 TensorFlow, so both released modules are downloaded (``pip download``, into
 ``benchmarks/.cache``) and loaded from their files under other module names.
-threaded-generator and grain (with prefetch_generator_jax's adapter) are imported where ``requirements.txt`` installed
-them (threaded-generator needs Python >= 3.13).
+threaded-generator and grain (through prefetch_generator_jax's adapter) are
+imported where ``requirements.txt`` installed them (threaded-generator needs
+Python >= 3.13).
 """
 
 import importlib.util

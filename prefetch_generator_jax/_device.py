@@ -55,9 +55,7 @@ class DeviceStage:
             )
         self.target = device
         self.multi_process = not all(s.is_fully_addressable for s in shardings)
-        self.copies_host_buffers = any(
-            d.platform == "cpu" for s in shardings for d in s.device_set
-        )
+        self.copies_host_buffers = any(d.platform == "cpu" for s in shardings for d in s.device_set)
 
     def __call__(self, batch: Any) -> Any:
         if self.copies_host_buffers:

@@ -56,9 +56,10 @@ def _grain_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> 
         raise ImportError(
             "mode='grain' needs grain: pip install 'prefetch_generator[grain]'"
         ) from error
-    dataset = iterator if isinstance(iterator, grain.IterDataset) else IteratorDataset(iter(iterator))
+    if not isinstance(iterator, grain.IterDataset):
+        iterator = IteratorDataset(iter(iterator))
     on_device = grain.experimental.device_put(
-        dataset,
+        iterator,
         default_device() if device is None else device,
         cpu_buffer_size=2 * size,
         device_buffer_size=size,
@@ -76,9 +77,7 @@ def _flax_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> I
     import jax
 
     if device is not None and not isinstance(device, jax.Device):
-        raise TypeError(
-            f"mode='flax' takes a jax.Device as device, got {type(device).__name__}"
-        )
+        raise TypeError(f"mode='flax' takes a jax.Device as device, got {type(device).__name__}")
     return jax_utils.prefetch_to_device(
         iter(iterator), size, devices=[device] if device is not None else None
     )
