@@ -70,7 +70,10 @@ def simple_queue_latency_us(items, gap_s):
 
     thread = threading.Thread(target=producer)
     thread.start()
-    latencies = [(time.perf_counter() - queue.get()) * 1e6 for _ in range(items)]
+    latencies = []
+    for _ in range(items):
+        stamp = queue.get()
+        latencies.append((time.perf_counter() - stamp) * 1e6)
     thread.join()
     return latencies
 

@@ -36,6 +36,8 @@ _live: Set["Worker"] = set()
 class Worker:
     """A started daemon thread that sends ``iterator``'s items into ``channel``."""
 
+    interpreter_exiting = False
+
     def __init__(
         self,
         iterator: Iterator,
@@ -63,7 +65,10 @@ class Worker:
     def stop(self, timeout: Optional[float]) -> None:
         """Stop the channel and wait up to ``timeout`` s for the thread to end."""
         self.channel.stop()
-        if self.thread is not threading.current_thread():
+        # Once exit has begun, stop_all_workers has joined every live worker,
+        # and this may be a __del__ during teardown, when module globals (the
+        # threading module's included) are already cleared: touch none.
+        if not self.interpreter_exiting and self.thread is not threading.current_thread():
             self.thread.join(timeout)
 
 
@@ -107,6 +112,7 @@ class _Unraisable:
 
 def stop_all_workers() -> None:
     """Stop every live worker, then join them within ``EXIT_TIMEOUT_S`` in all."""
+    Worker.interpreter_exiting = True
     with _live_lock:
         workers = list(_live)
     for worker in workers:

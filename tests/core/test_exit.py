@@ -49,6 +49,14 @@ EXIT_CASES = {
         next(bg)
         threading.Thread(target=lambda: print("consumer saw", list(bg), flush=True)).start()
     """,
+    "held in a reference cycle that only teardown collects": """
+        class Holder:
+            pass
+        holder = Holder()
+        holder.cycle, holder.bg = holder, BackgroundGenerator(endless(), max_prefetch=2)
+        next(holder.bg)
+        del holder
+    """,
     "a consumer thread still taking from an endless source": """
         bg = BackgroundGenerator(endless(), max_prefetch=4)
         threading.Thread(target=lambda: [None for _ in bg]).start()

@@ -1,0 +1,305 @@
+"""prefetch_generator_jax against the real jax, grain and flax (CPU)."""
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+jax = pytest.importorskip("jax")
+np = pytest.importorskip("numpy")
+
+from prefetch_generator import BackgroundGenerator  # noqa: E402
+from prefetch_generator_jax import (  # noqa: E402
+    DevicePrefetcher,
+    Prefetcher,
+    create_prefetch_stream,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_with_devices(script, devices=4, timeout=120):
+    """Run ``script`` in a fresh interpreter that sees ``devices`` CPU devices."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=REPO,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def batches(n, rows=8):
+    for i in range(n):
+        yield {"x": np.full((rows, 3), i, np.float32), "step": i, "label": np.arange(rows) + i}
+
+
+# -- Prefetcher ---------------------------------------------------------------
+
+
+def test_prefetcher_is_the_core_engine_with_buffer_size_as_an_attribute():
+    prefetcher = Prefetcher(buffer_size=3)
+    assert prefetcher.buffer_size == 3
+    stream = prefetcher.prefetch(iter(range(10)))
+    assert isinstance(stream, BackgroundGenerator)
+    assert list(stream) == list(range(10))
+
+
+def test_prefetcher_stream_is_a_closeable_context_manager():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            yield from itertools.count()
+        finally:
+            closed.set()
+
+    with Prefetcher(2).prefetch(endless()) as stream:
+        assert next(stream) == 0
+    assert closed.is_set()
+
+
+@pytest.mark.parametrize("cls", [Prefetcher, DevicePrefetcher])
+def test_buffer_size_below_one_raises_value_error(cls):
+    with pytest.raises(ValueError, match="buffer_size must be >= 1"):
+        cls(0)
+    with pytest.raises(TypeError, match="buffer_size must be an int"):
+        cls(2.5)
+
+
+# -- DevicePrefetcher ---------------------------------------------------------
+
+
+def test_device_batches_are_ready_jax_arrays_with_the_same_tree_and_values():
+    received = list(DevicePrefetcher(2).prefetch(batches(5)))
+    assert len(received) == 5
+    for i, batch in enumerate(received):
+        assert set(batch) == {"x", "step", "label"}
+        for leaf in jax.tree.leaves(batch):
+            assert isinstance(leaf, jax.Array) and leaf.is_ready()
+        np.testing.assert_array_equal(batch["x"], np.full((8, 3), i))
+        assert int(batch["step"]) == i
+
+
+def test_start_prefetch_is_prefetch_and_work_starts_at_once():
+    started = threading.Event()
+
+    def source():
+        started.set()
+        yield np.zeros(2)
+
+    stream = DevicePrefetcher(1).start_prefetch(source())
+    assert started.wait(30)  # before any next()
+    assert DevicePrefetcher.start_prefetch is DevicePrefetcher.prefetch
+    assert len(list(stream)) == 1
+
+
+def test_composes_with_a_prefetcher():
+    stream = DevicePrefetcher(2).prefetch(Prefetcher(4).prefetch(batches(6)))
+    assert [int(b["step"]) for b in stream] == list(range(6))
+
+
+def test_a_source_refilling_one_buffer_still_gives_distinct_batches():
+    buffer = np.zeros((64, 16), np.float32)  # aligned: jax would alias it on CPU
+
+    def refilling():
+        for i in range(8):
+            buffer[:] = i
+            yield buffer
+
+    received = list(DevicePrefetcher(3).prefetch(refilling()))
+    assert [float(b[0, 0]) for b in received] == [float(i) for i in range(8)]
+
+
+def test_a_leaf_jax_cannot_hold_raises_type_error_naming_its_path():
+    bad = [{"ok": np.zeros(2), "names": ["a", np.array(["text"])]}]
+    stream = DevicePrefetcher(1).prefetch(iter(bad))
+    with pytest.raises(TypeError, match=r"\['names'\]\[0\]"):
+        next(stream)
+
+
+def test_an_error_in_the_source_reaches_the_consumer_after_earlier_batches():
+    def failing():
+        yield np.ones(2)
+        raise OSError("disk")
+
+    stream = DevicePrefetcher(2).prefetch(failing())
+    assert next(stream).shape == (2,)
+    with pytest.raises(OSError, match="disk"):
+        next(stream)
+
+
+def test_closing_the_device_stream_closes_the_source_in_the_worker():
+    closed_in = []
+
+    def endless():
+        try:
+            while True:
+                yield np.zeros(4)
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    stream = DevicePrefetcher(2).prefetch(endless())
+    next(stream)
+    stream.close()
+    assert closed_in == ["prefetch_generator"]
+
+
+def test_a_bad_device_raises_type_error_at_construction():
+    with pytest.raises(TypeError, match="device must be None, a jax.Device"):
+        DevicePrefetcher(2, device="gpu:0")
+
+
+def test_a_non_iterable_raises_type_error_at_the_call():
+    with pytest.raises(TypeError, match="iterator must be an iterable"):
+        DevicePrefetcher(2).prefetch(42)
+
+
+def test_default_device_is_the_callers_thread_local_default():
+    run_with_devices("""
+        import jax, numpy as np
+        from prefetch_generator_jax import DevicePrefetcher
+        target = jax.devices()[2]
+        with jax.default_device(target):
+            stream = DevicePrefetcher(2).prefetch(iter([np.zeros(3), {"s": 1.0}]))
+        for batch in stream:
+            for leaf in jax.tree.leaves(batch):
+                assert leaf.devices() == {target}, leaf.devices()
+        explicit = next(DevicePrefetcher(1, jax.devices()[3]).prefetch(iter([np.ones(2)])))
+        assert explicit.devices() == {jax.devices()[3]}
+    """)
+
+
+def test_named_sharding_splits_the_batch_and_replicates_scalars():
+    run_with_devices("""
+        import jax, numpy as np
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from prefetch_generator_jax import DevicePrefetcher
+        mesh = jax.make_mesh((4,), ("batch",))
+        sharding = NamedSharding(mesh, P("batch"))
+        source = ({"x": np.arange(32 * 5.0).reshape(32, 5) + i, "step": i} for i in range(3))
+        for i, batch in enumerate(DevicePrefetcher(2, sharding).prefetch(source)):
+            assert batch["x"].sharding == sharding
+            assert [s.data.shape for s in batch["x"].addressable_shards] == [(8, 5)] * 4
+            assert batch["step"].sharding.is_fully_replicated and int(batch["step"]) == i
+            assert float(jax.jit(lambda x: x.sum())(batch["x"])) == float((np.arange(160.0) + i).sum())
+    """)
+
+
+def test_a_pytree_of_shardings_places_each_leaf():
+    run_with_devices("""
+        import jax, numpy as np
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from prefetch_generator_jax import DevicePrefetcher
+        mesh = jax.make_mesh((4,), ("batch",))
+        shardings = {"x": NamedSharding(mesh, P("batch")), "y": NamedSharding(mesh, P())}
+        batch = {"x": np.zeros((8, 2)), "y": np.ones((8, 2))}
+        placed = next(DevicePrefetcher(1, shardings).prefetch(iter([batch])))
+        assert placed["x"].sharding == shardings["x"]
+        assert placed["y"].sharding.is_fully_replicated
+    """)
+
+
+# -- create_prefetch_stream ---------------------------------------------------
+
+
+def test_mode_none_returns_the_iterator_untouched():
+    source = iter(range(3))
+    assert create_prefetch_stream(source, mode="none", size=2) is source
+
+
+def test_mode_thread_without_device_prefetches_on_the_host():
+    stream = create_prefetch_stream(iter(range(5)), mode="thread", size=2)
+    assert isinstance(stream, BackgroundGenerator) and list(stream) == list(range(5))
+
+
+def test_mode_thread_with_a_device_puts_batches_on_it():
+    device = jax.devices()[0]
+    stream = create_prefetch_stream(batches(3), mode="thread", size=2, device=device)
+    assert all(b["x"].devices() == {device} for b in stream)
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_size_below_one_raises_value_error(size):
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        create_prefetch_stream(iter([]), mode="thread", size=size)
+
+
+def test_unknown_mode_raises_value_error_listing_the_modes():
+    with pytest.raises(ValueError, match="'none', 'thread', 'grain', 'flax'"):
+        create_prefetch_stream(iter([]), mode="threads", size=2)
+
+
+def test_mode_grain_adapts_an_endless_generator_without_draining_it():
+    pytest.importorskip("grain")
+    closed = threading.Event()
+
+    def endless():
+        try:
+            for i in itertools.count():
+                yield {"x": np.full((4,), i, np.float32)}
+        finally:
+            closed.set()
+
+    stream = create_prefetch_stream(endless(), mode="grain", size=2)
+    assert [float(next(stream)["x"][0]) for _ in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert isinstance(next(stream)["x"], jax.Array)
+    stream.close()
+    assert closed.wait(30)
+
+
+def test_mode_grain_takes_a_grain_iter_dataset():
+    grain = pytest.importorskip("grain")
+    dataset = grain.MapDataset.range(6).map(lambda i: np.full((2,), i)).to_iter_dataset()
+    stream = create_prefetch_stream(dataset, mode="grain", size=2)
+    assert [int(b[0]) for b in stream] == list(range(6))
+    stream.close()
+
+
+def test_mode_flax_delegates_to_prefetch_to_device():
+    pytest.importorskip("flax")
+    device = jax.devices()[0]
+    stream = create_prefetch_stream(
+        ({"x": np.full((4, 2), i)} for i in range(4)), mode="flax", size=2, device=device
+    )
+    received = list(stream)
+    assert [int(b["x"][0, 0]) for b in received] == [0, 1, 2, 3]
+    assert received[0]["x"].devices() == {device}
+
+
+def test_mode_flax_rejects_a_sharding_with_a_clear_error():
+    pytest.importorskip("flax")
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    with pytest.raises(TypeError, match="mode='flax' takes a jax.Device"):
+        create_prefetch_stream(iter([]), mode="flax", size=2, device=sharding)
+
+
+# -- processes ----------------------------------------------------------------
+
+
+def test_process_exits_cleanly_while_a_transfer_is_in_flight():
+    result = run_with_devices(
+        """
+        import numpy as np
+        from prefetch_generator_jax import DevicePrefetcher
+        def big():
+            while True:
+                yield np.ones((2048, 2048), np.float32)
+        stream = DevicePrefetcher(2).prefetch(big())
+        next(stream)
+        print("exiting", flush=True)
+        """,
+        devices=1,
+    )
+    assert result.stdout == "exiting\n" and result.stderr == ""
