@@ -193,7 +193,8 @@ def test_named_sharding_splits_the_batch_and_replicates_scalars():
             assert batch["x"].sharding == sharding
             assert [s.data.shape for s in batch["x"].addressable_shards] == [(8, 5)] * 4
             assert batch["step"].sharding.is_fully_replicated and int(batch["step"]) == i
-            assert float(jax.jit(lambda x: x.sum())(batch["x"])) == float((np.arange(160.0) + i).sum())
+            total = float(jax.jit(lambda x: x.sum())(batch["x"]))
+            assert total == float((np.arange(160.0) + i).sum())
     """)
 
 
