@@ -18,3 +18,15 @@ def no_worker_outlives_its_test():
     for thread in leaked:
         thread.join(5)
     assert not [t for t in leaked if t.is_alive()], "a worker thread outlived its test"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--long", action="store_true", help="run the soak and fuzz tests at full length"
+    )
+
+
+@pytest.fixture
+def long_run(request):
+    """True under --long: soak and fuzz tests use their full sizes."""
+    return request.config.getoption("--long")
