@@ -14,9 +14,11 @@ thread hand-off can do when each side runs dry once per buffer.
 import argparse
 import statistics
 import sys
+import timeit
 from time import perf_counter
 
 from peers import contenders, ping_pong_round_trip_s
+from prefetch_generator._channel import Channel
 
 OURS, OLD = "prefetch_generator", "prefetch-generator 1.0.3"
 
@@ -46,6 +48,20 @@ def measure(k, items, rounds, wraps):
         for name in names:
             samples[name].append(per_item_ns(wraps[name], k, items))
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def stats_bookkeeping_ns(k):
+    """What stats() costs per item: the produced counter, plus the wait accounting
+    (two perf_counter() calls and a locked add) on both sides once per k + 1 items."""
+    channel = Channel(k + 1)
+    repeat = 200_000
+    counter = timeit.timeit("c.produced += 1", globals={"c": channel}, number=repeat)
+    accounting = timeit.timeit(
+        "s = p()\nwith c.lock: c.producer_wait_s += p() - s",
+        globals={"c": channel, "p": perf_counter},
+        number=repeat,
+    )
+    return (counter + 2 * accounting / (k + 1)) / repeat * 1e9
 
 
 def main():
@@ -80,6 +96,11 @@ def main():
                 f"max_prefetch={k}: {medians[OLD] / medians[OURS]:.2f}x faster than 1.0.3, "
                 f"{medians[OURS] / medians['floor']:.2f}x the floor"
             )
+    bookkeeping = stats_bookkeeping_ns(64)
+    verdicts.append(
+        f"stats() bookkeeping at max_prefetch=64: {bookkeeping:.0f} ns/item, "
+        f"{bookkeeping / medians[OURS]:.1%} of the per-item cost"
+    )
     print("\n".join(verdicts))
 
 

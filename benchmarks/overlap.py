@@ -91,7 +91,7 @@ def main():
     verdicts = []
     for seconds, items in ((0.0002, 500 * scale), (0.001, 200 * scale)):
         ratios = {name: [] for name in wraps}
-        for _ in range(5 * scale):
+        for _ in range(9 * scale):
             for name, wrap in wraps.items():
                 limit = two_free_threads_s(items, seconds)
                 ratios[name].append(overlapped_s(wrap, items, seconds) / limit)
