@@ -1,6 +1,7 @@
 """close(), with, dropping, BaseException, several consumers, the bound."""
 
 import gc
+import sys
 import threading
 
 import pytest
@@ -216,3 +217,22 @@ def test_items_taken_but_not_consumed_never_exceed_max_prefetch_plus_one(max_pre
         next(bg)
         assert source.taken - consumed <= max_prefetch + 1
     bg.close()
+
+
+def test_an_error_raised_while_closing_the_source_goes_to_unraisablehook(monkeypatch):
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    def fails_on_close():
+        try:
+            while True:
+                yield 1
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    bg = BackgroundGenerator(fails_on_close())
+    next(bg)
+    bg.close()
+    assert len(reported) == 1
+    assert isinstance(reported[0].exc_value, RuntimeError)
+    assert "closing the source" in reported[0].err_msg
