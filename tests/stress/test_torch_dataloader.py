@@ -30,6 +30,15 @@ def make_loader_x(max_prefetch):
     return DataLoaderX
 
 
+def loader_options(num_workers):
+    # Worker processes come from a fork server: forking this test process
+    # directly could copy a lock held by one of JAX's threads (other tests
+    # import JAX) into a worker and deadlock it.
+    if num_workers == 0:
+        return {}
+    return {"num_workers": num_workers, "multiprocessing_context": "forkserver"}
+
+
 def expected_batch(number):
     indices = torch.arange(number * BATCH, (number + 1) * BATCH)
     return indices.float().unsqueeze(1).expand(BATCH, 3), indices * indices
@@ -38,7 +47,8 @@ def expected_batch(number):
 @pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("max_prefetch", [1, 8, -1])
 def test_every_batch_arrives_once_in_order_for_several_epochs(num_workers, max_prefetch):
-    loader = make_loader_x(max_prefetch)(Squares(), batch_size=BATCH, num_workers=num_workers)
+    loader_x = make_loader_x(max_prefetch)
+    loader = loader_x(Squares(), batch_size=BATCH, **loader_options(num_workers))
     for _ in range(3):
         batches = list(tqdm(loader, total=len(loader), disable=True))
         assert len(batches) == len(loader) == ROWS // BATCH
@@ -50,7 +60,7 @@ def test_every_batch_arrives_once_in_order_for_several_epochs(num_workers, max_p
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_inline_wrap_with_tqdm_and_an_early_break_each_epoch(num_workers):
-    loader = DataLoader(Squares(), batch_size=BATCH, num_workers=num_workers)
+    loader = DataLoader(Squares(), batch_size=BATCH, **loader_options(num_workers))
     for _ in range(3):
         seen = []
         for step, (features, _) in tqdm(
