@@ -1,6 +1,10 @@
 """``create_prefetch_stream``: one call, four ways to feed a JAX training loop."""
 
+import importlib
+from types import ModuleType
 from typing import Any, Iterable, Iterator, Optional
+
+import jax
 
 from ._device import default_device
 from ._prefetchers import DevicePrefetcher, Prefetcher, checked_size
@@ -47,15 +51,19 @@ def create_prefetch_stream(
     return _flax_stream(iterator, size, device)
 
 
-def _grain_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> Iterator[Any]:
+def _import_for_mode(mode: str, module: str) -> ModuleType:
     try:
-        import grain
-
-        from ._grain import IteratorDataset
+        return importlib.import_module(module)
     except ImportError as error:
         raise ImportError(
-            "mode='grain' needs grain: pip install 'prefetch_generator[grain]'"
+            f"mode={mode!r} needs {mode}: pip install 'prefetch_generator[{mode}]'"
         ) from error
+
+
+def _grain_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> Iterator[Any]:
+    grain = _import_for_mode("grain", "grain")
+    from ._grain import IteratorDataset
+
     if not isinstance(iterator, grain.IterDataset):
         iterator = IteratorDataset(iter(iterator))
     on_device = grain.experimental.device_put(
@@ -68,14 +76,7 @@ def _grain_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> 
 
 
 def _flax_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> Iterator[Any]:
-    try:
-        from flax import jax_utils
-    except ImportError as error:
-        raise ImportError(
-            "mode='flax' needs flax: pip install 'prefetch_generator[flax]'"
-        ) from error
-    import jax
-
+    jax_utils = _import_for_mode("flax", "flax.jax_utils")
     if device is not None and not isinstance(device, jax.Device):
         raise TypeError(f"mode='flax' takes a jax.Device as device, got {type(device).__name__}")
     return jax_utils.prefetch_to_device(

@@ -304,3 +304,20 @@ def test_process_exits_cleanly_while_a_transfer_is_in_flight():
         devices=1,
     )
     assert result.stdout == "exiting\n" and result.stderr == ""
+
+
+@pytest.mark.parametrize("mode, module", [("grain", "grain"), ("flax", "flax.jax_utils")])
+def test_a_mode_whose_library_is_missing_names_the_extra_to_install(mode, module):
+    result = run_with_devices(
+        f"""
+        import sys
+        sys.modules[{module!r}] = None  # what Python does for a package that is not there
+        from prefetch_generator_jax import create_prefetch_stream
+        try:
+            create_prefetch_stream(iter([]), mode={mode!r}, size=1)
+        except ImportError as error:
+            print(error)
+        """,
+        devices=1,
+    )
+    assert f"pip install 'prefetch_generator[{mode}]'" in result.stdout
