@@ -60,12 +60,11 @@ class BackgroundGenerator(Generic[T]):
         preprocess_func: Optional[Callable[[Any], T]] = None,
     ) -> None:
         max_prefetch = checked_max_prefetch(max_prefetch)
-        try:
-            source = iter(generator)
-        except TypeError:
-            raise TypeError(
-                f"generator must be an iterable, got {type(generator).__name__}"
-            ) from None
+        # Checked by type rather than by catching iter()'s TypeError, which
+        # would also hide a TypeError raised inside a real __iter__.
+        if not any(hasattr(type(generator), name) for name in ("__iter__", "__getitem__")):
+            raise TypeError(f"generator must be an iterable, got {type(generator).__name__}")
+        source = iter(generator)
         close_source = getattr(source, "close", None)
         if preprocess_func is not None:
             if not callable(preprocess_func):

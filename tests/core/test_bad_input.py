@@ -45,3 +45,13 @@ def test_a_decorated_function_that_returns_a_non_iterable_fails_at_the_call():
     with pytest.raises(TypeError, match="generator must be an iterable"):
         not_a_generator()
     assert live_workers() == []
+
+
+def test_a_type_error_inside_the_sources_own_iter_is_not_masked():
+    class Broken:
+        def __iter__(self):
+            raise TypeError("bug inside __iter__")
+
+    with pytest.raises(TypeError, match="bug inside __iter__"):
+        BackgroundGenerator(Broken())
+    assert live_workers() == []
