@@ -1,30 +1,19 @@
 """``BackgroundGenerator``: the consumer's handle on a background worker."""
 
 import asyncio
-import operator
 import warnings
-from queue import Empty
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Callable, Generic, Iterable, Optional, Type, TypeVar
+from typing import Any, Callable, Generic, Iterable, NoReturn, Optional, Type, TypeVar
 
-from ._channel import Channel
+from ._channel import NOTHING, Channel, LoopWaiter
+from ._checks import check_iterable, checked_max_prefetch
 from ._stats import Stats
 from ._worker import Worker
 
 T = TypeVar("T")
 
 CLOSE_TIMEOUT_S = 1.0
-
-
-def checked_max_prefetch(max_prefetch: object) -> int:
-    """``max_prefetch`` as an int; TypeError naming it for anything else."""
-    if not isinstance(max_prefetch, bool):
-        try:
-            return operator.index(max_prefetch)  # type: ignore[arg-type]
-        except TypeError:
-            pass
-    raise TypeError(f"max_prefetch must be an int, got {type(max_prefetch).__name__}")
 
 
 class BackgroundGenerator(Generic[T]):
@@ -35,20 +24,28 @@ class BackgroundGenerator(Generic[T]):
     items from it until ``max_prefetch`` of them wait unconsumed, plus the one
     the consumer is about to receive: at most ``max_prefetch + 1`` items are
     ever taken from the source and not yet consumed. ``max_prefetch <= 0``
-    means no bound.
+    means no bound. Every argument is checked before the source is touched.
 
     Iteration: ``next()`` blocks while nothing is buffered; it returns the
     source's items in order, then raises the source's exception (the same
     object, any ``BaseException``) or ``StopIteration``; after that every
     ``next()`` raises ``StopIteration``. ``iter(bg) is bg``. Several threads
-    may call ``next()`` at once: each item goes to exactly one of them and all
-    of them see the end. ``async for`` waits without blocking the event loop.
+    may call ``next()`` at once: each item goes to exactly one of them, and all
+    of them see the end. ``async for`` and ``await anext(bg)`` wait on the
+    event loop itself, with no executor thread; a cancelled wait loses nothing.
+    ``len(bg)`` is ``len(generator)`` when the iterable has a length.
 
-    Closing: ``close()``, leaving a ``with`` block, or dropping the last
-    reference stops the worker, which closes the source in its own thread (so
-    the source's ``finally`` blocks run there) and exits. Buffered items are
-    discarded and later ``next()`` calls raise ``StopIteration``. Live workers
-    are also stopped when the interpreter exits.
+    Closing: ``close()``, leaving a ``with`` or ``async with`` block, or
+    ``aclose()`` ends the stream at once (buffered items are discarded and
+    later ``next()`` calls raise ``StopIteration``) and waits, bounded, for the
+    worker to close the source in its own thread (so the source's ``finally``
+    blocks run there). Dropping the last reference does the same without
+    waiting: it never blocks the dropping thread. Live workers are also
+    stopped at interpreter exit, after the program's non-daemon threads end.
+
+    A source that keeps a reference to its own BackgroundGenerator keeps it
+    alive, worker included, until exit; close it explicitly, or let the
+    source hold a ``weakref``.
 
     ``preprocess_func`` (deprecated) is applied to each item in the worker.
     """
@@ -60,27 +57,25 @@ class BackgroundGenerator(Generic[T]):
         preprocess_func: Optional[Callable[[Any], T]] = None,
     ) -> None:
         max_prefetch = checked_max_prefetch(max_prefetch)
-        # Checked by type rather than by catching iter()'s TypeError, which
-        # would also hide a TypeError raised inside a real __iter__.
-        if not any(hasattr(type(generator), name) for name in ("__iter__", "__getitem__")):
-            raise TypeError(f"generator must be an iterable, got {type(generator).__name__}")
-        source = iter(generator)
-        close_source = getattr(source, "close", None)
+        if preprocess_func is not None and not callable(preprocess_func):
+            raise TypeError(
+                f"preprocess_func must be callable, got {type(preprocess_func).__name__}"
+            )
+        check_iterable(generator, "generator")
         if preprocess_func is not None:
-            if not callable(preprocess_func):
-                raise TypeError(
-                    f"preprocess_func must be callable, got {type(preprocess_func).__name__}"
-                )
             warnings.warn(
                 "preprocess_func is deprecated: wrap the source instead, "
                 "BackgroundGenerator(map(preprocess_func, generator))",
                 DeprecationWarning,
                 stacklevel=2,
             )
-            source = map(preprocess_func, source)
         self.max_prefetch = max_prefetch
-        capacity = max_prefetch + 1 if max_prefetch > 0 else float("inf")
-        self._channel = Channel(capacity)
+        self._iterable = generator
+        source = iter(generator)
+        close_source = getattr(source, "close", None)
+        if preprocess_func is not None:
+            source = map(preprocess_func, source)
+        self._channel = Channel(max_prefetch + 1 if max_prefetch > 0 else float("inf"))
         self._receive = self._channel.receive
         self._worker = Worker(source, self._channel, close_source)
 
@@ -93,21 +88,47 @@ class BackgroundGenerator(Generic[T]):
 
     next = __next__
 
+    def __len__(self) -> int:
+        """``len()`` of the wrapped iterable: the items it gives in all, not those left.
+
+        TypeError when it has no length (a generator, say).
+        """
+        return len(self._iterable)  # type: ignore[arg-type]
+
+    def __bool__(self) -> bool:
+        return True  # not len() != 0: a source without a length has no truth problem
+
     def __aiter__(self) -> "BackgroundGenerator[T]":
         return self
 
     async def __anext__(self) -> T:
-        """Return the next item, waiting in an executor thread, not the event loop."""
+        """Return the next item; awaits on the event loop while none is ready.
+
+        Cancellation-safe: a cancelled wait leaves no waiter behind and loses
+        no item. A ``StopAsyncIteration`` raised by the source is re-raised as
+        RuntimeError, so it cannot end ``async for`` silently (as PEP 479 does
+        for ``StopIteration``).
+        """
+        channel = self._channel
         while True:
             try:
-                return self._receive(block=False)
-            except Empty:
-                await asyncio.get_running_loop().run_in_executor(None, self._channel.wait)
+                item = channel.poll()
             except StopIteration:
                 raise StopAsyncIteration from None
+            except StopAsyncIteration as error:
+                raise RuntimeError("the source raised StopAsyncIteration") from error
+            if item is not NOTHING:
+                return item
+            waiter = LoopWaiter(asyncio.get_running_loop())
+            if channel.add_waiter(waiter):
+                try:
+                    await waiter.future
+                except BaseException:
+                    channel.withdraw(waiter)
+                    raise
 
     def close(self, timeout: Optional[float] = CLOSE_TIMEOUT_S) -> None:
-        """Stop the worker and wait up to ``timeout`` seconds for it to exit.
+        """End the stream and wait up to ``timeout`` seconds for the worker to exit.
 
         Idempotent and callable from any thread. Consumers blocked in
         ``next()`` get ``StopIteration`` at once. If the source is stuck inside
@@ -115,6 +136,19 @@ class BackgroundGenerator(Generic[T]):
         the worker closes the source and exits as soon as that step returns.
         """
         self._worker.stop(timeout)
+
+    async def aclose(self, timeout: Optional[float] = CLOSE_TIMEOUT_S) -> None:
+        """``close()`` for coroutines: waits for the worker without blocking the loop."""
+        worker = self._worker
+        worker.stop(timeout=0)
+        waiter = LoopWaiter(asyncio.get_running_loop())
+        worker.exit_waiters.append(waiter)
+        if worker.finished:
+            waiter.wake()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     def __enter__(self) -> "BackgroundGenerator[T]":
         return self
@@ -127,29 +161,50 @@ class BackgroundGenerator(Generic[T]):
     ) -> None:
         self.close()
 
+    async def __aenter__(self) -> "BackgroundGenerator[T]":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
+
     def __del__(self) -> None:
-        # A failed __init__ leaves no worker to stop.
-        worker = self.__dict__.get("_worker")
+        # May run inside the garbage collector on any thread (the worker's
+        # own included) or inside a signal handler: only request the stop.
+        worker = self.__dict__.get("_worker")  # a failed __init__ leaves none
         if worker is not None:
-            worker.stop(CLOSE_TIMEOUT_S)
+            worker.request_stop()
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("a BackgroundGenerator cannot be copied, as a generator cannot")
+
+    def __deepcopy__(self, memo: Any) -> NoReturn:
+        self.__copy__()
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a BackgroundGenerator cannot be pickled, as a generator cannot")
 
     def is_running(self) -> bool:
         """Whether the worker thread is still alive."""
         return self._worker.thread.is_alive()
 
     def stats(self) -> Stats:
-        """A snapshot of the counters; thread-safe, does not block on the worker."""
+        """A snapshot of the counters; thread-safe, never blocks."""
         channel = self._channel
-        with channel.lock:
-            buffered = len(channel.items)
-            return Stats(
-                produced=channel.produced,
-                consumed=channel.produced - channel.discarded - buffered,
-                buffered=buffered,
-                consumer_wait_s=channel.consumer_wait_s,
-                producer_wait_s=channel.producer_wait_s,
-                elapsed_s=perf_counter() - channel.started_at,
-            )
+        buffered = len(channel.items)
+        produced = channel.produced
+        return Stats(
+            produced=produced,
+            consumed=max(0, produced - channel.discarded - buffered),
+            buffered=buffered,
+            consumer_wait_s=channel.consumer_wait_s,
+            producer_wait_s=channel.producer_wait_s,
+            elapsed_s=perf_counter() - channel.started_at,
+        )
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

@@ -1,36 +1,98 @@
 """The bounded hand-off between one producer thread and any number of consumers.
 
-A ``Channel`` carries items from the worker thread to the threads that call
-``next()``, then exactly one ending: the end of the source, or the exception it
-raised. It promises:
+A ``Channel`` carries items from the worker thread to the threads (or event
+loops) that receive them, then exactly one ending: the end of the source, the
+exception it raised, or a stop. It promises:
 
 * Order and exactness: every item sent is received once, in order, unless the
-  channel is stopped first; then the items still buffered are discarded.
-* A bound: ``send_all`` takes the next item from its iterator only while
-  fewer than ``capacity`` items are buffered, so at most ``capacity`` items
-  are ever taken and not yet received.
+  channel is closed first; then the items still buffered are discarded.
+* A bound: after ``send_all`` appends an item it takes the next one from its
+  iterator only while fewer than ``capacity`` items are buffered, so at most
+  ``capacity`` items are ever taken and not yet received.
 * No lost ending: once the buffer is drained, every receiver sees the ending.
-  An exception is raised in exactly one receiver; the others, and every later
-  call, get ``StopIteration``.
-* ``stop`` (any thread, idempotent) wakes every blocked party at once.
+  An exception (any ``BaseException``, the same object, falsy ones included)
+  is raised in exactly one receiver; the others, and every later call, get
+  ``StopIteration``.
+* No lost wake-up, under any interleaving.
 
-Thread safety: all state changes happen under ``lock``, except the consumer's
-fast path, a bare ``deque.popleft`` (atomic in CPython, with or without the
-GIL). Every decision to sleep is taken under ``lock``, so a stale read outside
-it can delay a wake-up until the next locked step, never lose one.
+How: there is no lock. Every shared change is one C-level call that is atomic
+with or without the GIL (``deque.append``/``popleft``/``remove``,
+``SimpleQueue.put``/``get``) or one attribute store. A side that goes to sleep
+first publishes that it is sleeping (the producer sets ``producer_waiting``; a
+consumer appends a waiter to ``waiters``), then checks the condition again,
+then sleeps. A side that changes the condition does so first, then looks for
+sleepers. Whatever the interleaving, one of the two sees the other, so a
+sleeper is always woken. Wake-ups may be spurious: every sleeper checks again.
 
-Speed: a blocked side sleeps on its own ``SimpleQueue`` and is sent a token
-only when it is actually asleep, so a hand-off that finds the other side awake
-costs a few C-level deque operations. The consumer may take everything the
-producer buffered in one wake-up, which halves the number of thread round
-trips at ``capacity=2`` (see shared/notes/handoff-physics.md).
+Because nothing here takes a lock, nothing can deadlock when the garbage
+collector runs a finaliser in the middle of a call, when a signal handler
+raises in the middle of a call (an interrupted receiver takes its waiter back,
+and hands on a wake-up it was sent), or when a lock would be left held.
+``request_stop`` is safe inside a finaliser or a signal handler: a plain store
+and ``SimpleQueue.put``, which CPython documents as reentrant for that use.
+
+Latency: when the producer holds the GIL (pure-Python work per item), a
+consumer it wakes would wait up to the switch interval (5 ms) for the GIL. So
+after waking a consumer that slept longer than ``HANDOFF_AFTER_S``, the
+producer blocks until that consumer reports that it runs, for at most
+``HANDOFF_TIMEOUT_S``. Without a GIL both run at once and nobody waits.
 """
 
-import threading
+import sys
 from collections import deque
 from queue import Empty, SimpleQueue
+from threading import get_ident
 from time import perf_counter
 from typing import Any, Iterator, Optional
+
+HANDOFF_AFTER_S = 200e-6
+HANDOFF_TIMEOUT_S = 5e-3
+GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+NOTHING = object()
+"""What ``poll`` returns when no item is buffered and the stream goes on."""
+
+
+class ThreadWaiter:
+    """A consumer thread asleep in ``receive``; ``wake`` may be called from any thread."""
+
+    __slots__ = ("tokens", "since", "handoff")
+
+    def __init__(self) -> None:
+        self.tokens: SimpleQueue = SimpleQueue()
+        self.since = perf_counter()
+        self.handoff = False
+
+    def wake(self, handoff: bool = False) -> bool:
+        """Wake the thread; with ``handoff``, ask it to report when it runs.
+
+        Returns whether it will report (it slept long enough to need it).
+        """
+        self.handoff = handoff and perf_counter() - self.since > HANDOFF_AFTER_S
+        self.tokens.put(None)
+        return self.handoff
+
+
+class LoopWaiter:
+    """A coroutine awaiting an item; ``wake`` resolves its future on its event loop."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.future = loop.create_future()
+
+    def wake(self, handoff: bool = False) -> bool:
+        try:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is left to wake
+        return False
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Channel:
@@ -39,154 +101,213 @@ class Channel:
     def __init__(self, capacity: float) -> None:
         self.capacity = capacity
         self.items: deque = deque()
-        self.lock = threading.Lock()
-        self.started_at = perf_counter()
+        self.waiters: deque = deque()
         self.producer_waiting = False
-        self.consumers_waiting = 0
+        self.producer_thread: Optional[int] = None
+        self.stop_requested = False
         self.ended = False
-        self.stopped = False
+        self.errors: deque = deque()
         self.produced = 0
         self.discarded = 0
+        self.started_at = perf_counter()
         self.producer_wait_s = 0.0
         self.consumer_wait_s = 0.0
-        self._error: Optional[BaseException] = None
         self._producer_wakeup: SimpleQueue = SimpleQueue()
-        self._consumer_wakeups: SimpleQueue = SimpleQueue()
+        self._consumer_resumed: SimpleQueue = SimpleQueue()
 
     # -- producer side ---------------------------------------------------
 
     def send_all(self, iterator: Iterator[Any]) -> bool:
         """Buffer ``iterator``'s items, blocking while the buffer is full.
 
-        Returns True when the iterator is exhausted, False as soon as the
-        channel is stopped (the item in hand is discarded): the caller must
-        then stop taking items from its source. Exceptions from the iterator
+        Returns True when the iterator is exhausted, False as soon as a stop
+        is requested (the item in hand is discarded): the caller must then
+        stop taking items from its source. Exceptions from the iterator
         propagate. Call from one producer thread only.
         """
-        items, lock = self.items, self.lock
-        append, capacity = items.append, self.capacity
+        self.producer_thread = get_ident()
+        items, waiters, capacity = self.items, self.waiters, self.capacity
+        append = items.append
         for item in iterator:
-            with lock:
-                if self.stopped:
-                    return False
-                append(item)
-                self.produced += 1
-                if self.consumers_waiting:
-                    self.consumers_waiting -= 1
-                    self._consumer_wakeups.put(None)
-                if len(items) < capacity:
-                    continue
-                self.producer_waiting = True
-            if not self._wait_for_space():
+            append(item)
+            self.produced += 1
+            if waiters:
+                self._wake_consumer(handoff=GIL_ENABLED)
+            if len(items) >= capacity and not self._wait_for_space(items):
+                return False
+            if self.stop_requested:
                 return False
         return True
 
     def finish(self, error: Optional[BaseException] = None) -> None:
         """Send the ending: the source is exhausted, or raised ``error``."""
-        with self.lock:
-            if self.ended:
-                return
-            self.ended = True
-            self._error = error
-            self._wake_all_consumers()
+        if error is not None:
+            self.errors.append(error)
+        self.ended = True
+        if self.stop_requested:
+            self.errors.clear()  # a close() that raced this call wins
+        self._wake_all_consumers()
+
+    def _wait_for_space(self, items: deque) -> bool:
+        capacity = self.capacity
+        while True:
+            self.producer_waiting = True
+            if len(items) < capacity or self.stop_requested:
+                self.producer_waiting = False
+                return not self.stop_requested
+            started = perf_counter()
+            self._producer_wakeup.get()
+            self.producer_wait_s += perf_counter() - started
+
+    def _wake_consumer(self, handoff: bool = False) -> None:
+        try:
+            waiter = self.waiters.popleft()
+        except IndexError:
+            return  # another thread took it first
+        if waiter.wake(handoff):
+            # Give the GIL to the consumer now rather than at the next forced
+            # switch; bounded, in case it was interrupted before reporting.
+            try:
+                self._consumer_resumed.get(timeout=HANDOFF_TIMEOUT_S)
+            except Empty:
+                pass
 
     # -- consumer side ---------------------------------------------------
 
-    def receive(self, block: bool = True) -> Any:
+    def receive(self) -> Any:
         """Take the next item, blocking while the buffer is empty.
 
         Raises the source's exception (once), else ``StopIteration``, when the
-        buffer is drained and the stream has ended or been stopped. With
-        ``block=False`` raises ``queue.Empty`` instead of blocking.
+        buffer is drained and the stream has ended or been stopped. Raises
+        RuntimeError when called from the producer thread (from inside the
+        source), where waiting would deadlock.
         """
-        while True:
-            try:
-                item = self.items.popleft()
-            except IndexError:
-                pass  # raising from in here would chain IndexError to the source's error
-            else:
-                if self.producer_waiting:
-                    self._wake_producer()
-                return item
-            with self.lock:
-                if self.items:
-                    continue
-                if self.ended:
-                    error, self._error = self._error, None
-                    raise error or StopIteration
-                if not block:
-                    raise Empty
-                self.consumers_waiting += 1
-            self._sleep_until_woken()
+        try:
+            item = self.items.popleft()
+        except IndexError:
+            pass  # raising from in here would chain IndexError to the source's error
+        else:
+            if self.producer_waiting:
+                self._wake_producer()
+            return item
+        return self._wait_and_receive()
 
-    def wait(self) -> None:
-        """Block until an item is buffered or the stream has ended."""
-        with self.lock:
-            if self.items or self.ended:
-                return
-            self.consumers_waiting += 1
-        self._sleep_until_woken()
+    def poll(self) -> Any:
+        """Take the next item if one is buffered, else return ``NOTHING``.
+
+        Raises the ending as ``receive`` does.
+        """
+        item = self._pop()
+        if item is NOTHING and self.ended:
+            item = self._pop()  # the producer appends its last item, then ends
+            if item is NOTHING:
+                self._raise_ending()
+        return item
+
+    def _pop(self) -> Any:
+        try:
+            item = self.items.popleft()
+        except IndexError:
+            return NOTHING
+        if self.producer_waiting:
+            self._wake_producer()
+        return item
+
+    def add_waiter(self, waiter: Any) -> bool:
+        """Register ``waiter`` to be woken by the next item or the ending.
+
+        Returns False, with the waiter not registered, when there is no need
+        to wait: an item is buffered or the stream has ended.
+        """
+        self.waiters.append(waiter)
+        if self.items or self.ended:
+            self.withdraw(waiter)
+            return False
+        if self.producer_waiting:
+            # A receiver interrupted between its popleft and its wake-up of
+            # the producer leaves it asleep on a buffer with room: wake it.
+            self._wake_producer()
+        return True
+
+    def withdraw(self, waiter: Any) -> None:
+        """Take back a waiter that will not wait (interrupted, cancelled, satisfied).
+
+        If it was already woken, the wake-up is handed on, so that no other
+        waiter misses the item it announced.
+        """
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            self._wake_consumer()
+
+    def _wait_and_receive(self) -> Any:
+        if get_ident() == self.producer_thread:
+            raise RuntimeError(
+                "next() was called on a BackgroundGenerator from inside its own source"
+            )
+        while True:
+            item = self.poll()
+            if item is not NOTHING:
+                return item
+            waiter = ThreadWaiter()
+            if not self.add_waiter(waiter):
+                continue
+            try:
+                waiter.tokens.get()
+            except BaseException:
+                self.withdraw(waiter)
+                raise
+            if waiter.handoff:
+                self._consumer_resumed.put(None)
+            self.consumer_wait_s += perf_counter() - waiter.since
+
+    def _raise_ending(self) -> None:
+        try:
+            error = self.errors.popleft()
+        except IndexError:
+            error = None
+        if error is None:
+            raise StopIteration
+        raise error
+
+    def _wake_producer(self) -> None:
+        self.producer_waiting = False
+        self._producer_wakeup.put(None)
 
     # -- either side -----------------------------------------------------
 
-    def stop(self) -> None:
-        """End the stream now: discard buffered items and wake everyone."""
-        with self.lock:
-            if self.stopped:
-                return
-            self.stopped = True
-            self.ended = True
-            self._error = None
-            self.discarded += len(self.items)
-            self.items.clear()
-            self._wake_all_consumers()
-            if self.producer_waiting:
-                self.producer_waiting = False
-                self._producer_wakeup.put(None)
+    def request_stop(self) -> None:
+        """Ask the producer to stop; returns at once.
 
-    def reset_after_fork(self) -> None:
-        """Make a copy inherited by a forked child usable: stopped, unlocked.
-
-        The producer thread does not exist in the child, and the parent may
-        have forked while some thread held ``lock``, so fresh locks are made
-        before ``stop``.
+        Safe inside a finaliser or a signal handler, in any thread.
         """
-        self.lock = threading.Lock()
-        self._producer_wakeup = SimpleQueue()
-        self._consumer_wakeups = SimpleQueue()
-        self.producer_waiting = False
-        self.consumers_waiting = 0
-        self.stop()
+        self.stop_requested = True
+        self._producer_wakeup.put(None)
 
-    # -- internals -------------------------------------------------------
+    def close(self) -> None:
+        """Stop now: discard buffered items, end the stream, wake everyone.
 
-    def _wait_for_space(self) -> bool:
-        while True:
-            started = perf_counter()
-            self._producer_wakeup.get()
-            with self.lock:
-                self.producer_wait_s += perf_counter() - started
-                if self.stopped:
-                    return False
-                if len(self.items) < self.capacity:
-                    return True
-                self.producer_waiting = True
-
-    def _wake_producer(self) -> None:
-        with self.lock:
-            if self.producer_waiting:
-                self.producer_waiting = False
-                self._producer_wakeup.put(None)
+        Not for finalisers (see ``request_stop``).
+        """
+        self.request_stop()
+        discarded, self.items = self.items, deque()
+        self.discarded += len(discarded)
+        self.errors.clear()
+        self.ended = True
+        self._wake_all_consumers()
 
     def _wake_all_consumers(self) -> None:
-        for _ in range(self.consumers_waiting):
-            self._consumer_wakeups.put(None)
-        self.consumers_waiting = 0
+        while True:
+            try:
+                waiter = self.waiters.popleft()
+            except IndexError:
+                return
+            waiter.wake()
 
-    def _sleep_until_woken(self) -> None:
-        started = perf_counter()
-        # A consumer interrupted here (Ctrl-C) leaves its count behind; the
-        # token later sent for it only causes one spurious wake-up.
-        self._consumer_wakeups.get()
-        with self.lock:
-            self.consumer_wait_s += perf_counter() - started
+    def on_fork_in_child(self) -> None:
+        """End a copy inherited by a forked child, where its producer does not exist."""
+        self._producer_wakeup = SimpleQueue()
+        self._consumer_resumed = SimpleQueue()
+        self.waiters = deque()
+        self.close()
+

@@ -3,7 +3,8 @@
 import functools
 from typing import Any, Callable, Iterable, TypeVar, overload
 
-from ._background import BackgroundGenerator, checked_max_prefetch
+from ._background import BackgroundGenerator
+from ._checks import checked_max_prefetch
 
 T = TypeVar("T")
 GeneratorFunction = Callable[..., Iterable[T]]
@@ -26,21 +27,26 @@ def background(max_prefetch: Any = 1) -> Any:
     ``@background(max_prefetch=N)`` and ``@background()`` as in 1.0.3, and the
     bare ``@background``. Works on functions, methods and closures; the wrapper
     keeps the function's name, docstring and signature (``functools.wraps``).
-    ``max_prefetch`` is checked here, at decoration time.
+    Above ``@classmethod`` or ``@staticmethod`` it decorates the function
+    inside and keeps the method kind. ``max_prefetch`` is checked here, at
+    decoration time.
     """
-    if callable(max_prefetch):
+    if callable(max_prefetch) or isinstance(max_prefetch, (classmethod, staticmethod)):
         return _decorate(max_prefetch, 1)
     max_prefetch = checked_max_prefetch(max_prefetch)
 
     def decorator(function: GeneratorFunction[T]) -> BackgroundFunction[T]:
-        if not callable(function):
-            raise TypeError(f"background(...) decorates a callable, got {type(function).__name__}")
         return _decorate(function, max_prefetch)
 
     return decorator
 
 
-def _decorate(function: GeneratorFunction[T], max_prefetch: int) -> BackgroundFunction[T]:
+def _decorate(function: Any, max_prefetch: int) -> Any:
+    if isinstance(function, (classmethod, staticmethod)):
+        return type(function)(_decorate(function.__func__, max_prefetch))
+    if not callable(function):
+        raise TypeError(f"background(...) decorates a callable, got {type(function).__name__}")
+
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> BackgroundGenerator[T]:
         return BackgroundGenerator(function(*args, **kwargs), max_prefetch)

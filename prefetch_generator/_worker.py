@@ -8,29 +8,40 @@ at once and its finaliser can stop the worker (the model is CPython's
 The source is advanced and closed only in the worker thread: its ``finally``
 blocks run there and never race a ``next()`` in flight. The worker ends in one
 of three ways, each a message through the channel: the source is exhausted,
-the source raised (any ``BaseException``, delivered as the same object), or the
-channel was stopped, after which the worker closes the source and exits as
-soon as the step in flight returns.
+the source raised (any ``BaseException``, delivered as the same object), or a
+stop was requested, after which the worker closes the source and exits as soon
+as the step in flight returns.
 
-Interpreter exit: workers are daemon threads, and every live worker is stopped
-and joined (bounded by ``EXIT_TIMEOUT_S`` in all) before non-daemon threads are
-joined and before ``atexit`` handlers run, so sources get their ``finally`` run,
-consumers blocked in other threads wake up, and no worker is still inside
-library code (a JAX transfer, say) when the runtime is torn down.
+Interpreter exit behaves as the same program would without prefetching. Python
+first joins the program's non-daemon threads; workers are daemon threads and
+keep feeding those, so they get every item. Then ``atexit`` handlers run, last
+registered first. Ours stops every live worker, closes what was handed to
+``close_at_exit``, and joins the workers within ``EXIT_TIMEOUT_S`` in all, so
+sources get their ``finally`` run and no worker is still inside library code
+(a JAX transfer, say) when the runtime is torn down. To run before the exit
+handlers of libraries imported after this one (JAX's among them), the handler
+moves itself to the end of the list whenever a worker starts and, on Python >=
+3.9, when shutdown begins. Only a library first imported after shutdown has
+begun (by a thread still running then) can get ahead of it.
 """
 
+import atexit
 import os
 import sys
 import threading
+import weakref
+from collections import deque
 from time import monotonic
-from typing import Callable, Iterator, Optional, Set
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from ._channel import Channel
 
 EXIT_TIMEOUT_S = 2.0
 
-_live_lock = threading.Lock()
-_live: Set["Worker"] = set()
+# Plain dict operations are atomic, so registering and unregistering take no
+# lock that a signal or a finaliser could find held.
+_live: Dict["Worker", None] = {}
+_close_at_exit: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 class Worker:
@@ -45,29 +56,29 @@ class Worker:
         close_source: Optional[Callable[[], object]],
     ) -> None:
         self.channel = channel
+        self.finished = False
+        self.exit_waiters: deque = deque()
         self.thread = threading.Thread(
             target=_run,
             args=(self, iterator, channel, close_source),
             name="prefetch_generator",
             daemon=True,
         )
-        with _live_lock:
-            _live.add(self)
-            if _watch_exit is not None:
-                _watch_exit()
-        try:
-            self.thread.start()
-        except BaseException:
-            with _live_lock:
-                _live.discard(self)
-            raise
+        _move_exit_handler_last()
+        self.thread.start()
+        # Registered once started, so the exit handler never joins an
+        # unstarted thread; a worker that already finished unregisters itself.
+        _live[self] = None
+        if self.finished:
+            _live.pop(self, None)
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop; returns at once. Safe in finalisers and signal handlers."""
+        self.channel.request_stop()
 
     def stop(self, timeout: Optional[float]) -> None:
-        """Stop the channel and wait up to ``timeout`` s for the thread to end."""
-        self.channel.stop()
-        # Once exit has begun, stop_all_workers has joined every live worker,
-        # and this may be a __del__ during teardown, when module globals (the
-        # threading module's included) are already cleared: touch none.
+        """End the stream now and wait up to ``timeout`` s for the thread to end."""
+        self.channel.close()
         if not self.interpreter_exiting and self.thread is not threading.current_thread():
             self.thread.join(timeout)
 
@@ -78,11 +89,11 @@ def _run(
     channel: Channel,
     close_source: Optional[Callable[[], object]],
 ) -> None:
-    # The Worker object is only the registry's handle; this frame holding it
-    # creates no cycle with the consumer's object.
     try:
         if channel.send_all(iterator):
             channel.finish()
+        else:
+            channel.close()
     except BaseException as error:
         channel.finish(error)
     finally:
@@ -92,8 +103,10 @@ def _run(
                 close_source()
             except BaseException as error:
                 sys.unraisablehook(_Unraisable(error, close_source))
-        with _live_lock:
-            _live.discard(worker)
+        worker.finished = True
+        _live.pop(worker, None)
+        while worker.exit_waiters:
+            worker.exit_waiters.popleft().wake()
 
 
 class _Unraisable:
@@ -110,47 +123,51 @@ class _Unraisable:
         self.object = closer
 
 
+def close_at_exit(closeable: Any) -> None:
+    """Call ``closeable.close()`` at exit, with the workers, unless it is gone by then.
+
+    Held by a weak reference. For iterators that run threads of their own (a
+    Grain iterator), so they end before the runtime is torn down.
+    """
+    _close_at_exit.add(closeable)
+    _move_exit_handler_last()
+
+
 def stop_all_workers() -> None:
-    """Stop every live worker, then join them within ``EXIT_TIMEOUT_S`` in all."""
+    """Stop every live worker, close the registered closeables, and join the workers.
+
+    Bounded by ``EXIT_TIMEOUT_S`` in all.
+    """
     Worker.interpreter_exiting = True
-    with _live_lock:
-        workers = list(_live)
+    workers = list(_live)
     for worker in workers:
-        worker.channel.stop()
+        worker.channel.close()
+    for closeable in list(_close_at_exit):
+        try:
+            closeable.close()
+        except Exception as error:
+            sys.unraisablehook(_Unraisable(error, closeable))
     deadline = monotonic() + EXIT_TIMEOUT_S
     for worker in workers:
         worker.thread.join(max(0.0, deadline - monotonic()))
 
 
+def _move_exit_handler_last() -> None:
+    # atexit runs handlers last registered first: re-registering puts ours
+    # ahead of those of every library imported so far.
+    atexit.unregister(stop_all_workers)
+    atexit.register(stop_all_workers)
+
+
 def _forget_workers_after_fork() -> None:
-    global _live_lock
-    _live_lock = threading.Lock()
-    for worker in _live:
-        worker.channel.reset_after_fork()
+    for worker in list(_live):
+        worker.channel.on_fork_in_child()
     _live.clear()
 
 
+atexit.register(stop_all_workers)
 os.register_at_fork(after_in_child=_forget_workers_after_fork)
-
 if hasattr(threading, "_register_atexit"):
-    # Python >= 3.9: runs before non-daemon threads are joined and before atexit.
-    threading._register_atexit(stop_all_workers)
-    _watch_exit = None
-else:
-    # Python 3.8 joins non-daemon threads before running atexit, so a consumer
-    # blocked in one of them would hang exit. Instead, a helper thread waits for
-    # the main thread to finish (threading._shutdown marks it stopped before
-    # joining the others), then stops the workers.
-    _watcher: Optional[threading.Thread] = None
-
-    def _watch_exit() -> None:
-        global _watcher
-        if _watcher is None or not _watcher.is_alive():
-            _watcher = threading.Thread(
-                target=_stop_all_after_main_thread, name="prefetch_generator-exit"
-            )
-            _watcher.start()
-
-    def _stop_all_after_main_thread() -> None:
-        threading.main_thread().join()
-        stop_all_workers()
+    # Python >= 3.9 runs these when shutdown begins, before joining the
+    # program's threads: catch the libraries imported since the last worker.
+    threading._register_atexit(_move_exit_handler_last)

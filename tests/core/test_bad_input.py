@@ -26,7 +26,7 @@ def test_a_non_callable_preprocess_func_raises_type_error():
     assert live_workers() == []
 
 
-@pytest.mark.parametrize("argument", ["x", 2.0, None])
+@pytest.mark.parametrize("argument", ["x", 2.5, None])
 def test_background_with_a_non_integer_raises_type_error(argument):
     with pytest.raises(TypeError, match="max_prefetch must be an int"):
         background(argument)
