@@ -189,8 +189,8 @@ class BackgroundGenerator(Generic[T]):
         raise TypeError("a BackgroundGenerator cannot be pickled, as a generator cannot")
 
     def is_running(self) -> bool:
-        """Whether the worker thread is still alive."""
-        return self._worker.thread.is_alive()
+        """Whether the worker is still at work: it has not yet closed the source and ended."""
+        return not self._worker.finished
 
     def stats(self) -> Stats:
         """A snapshot of the counters; thread-safe, never blocks."""

@@ -123,13 +123,20 @@ def test_with_block_closes_when_the_body_raises():
     assert source.closed.is_set()
 
 
+def workers_end(bound_s=10):
+    """Whether every worker thread ends within ``bound_s`` (dropping does not wait)."""
+    for thread in live_workers():
+        thread.join(bound_s)
+    return live_workers() == []
+
+
 def test_break_frees_the_worker_and_closes_the_source_without_the_gc(no_gc):
     source = Endless()
     for item in BackgroundGenerator(iter(source), max_prefetch=4):
         if item == 3:
             break
-    assert source.closed.is_set() and source.closed_in == WORKER_NAME
-    assert live_workers() == []
+    assert source.closed.wait(10) and workers_end()
+    assert source.closed_in == WORKER_NAME
 
 
 def test_an_abandoned_decorated_endless_generator_is_cleaned_up(no_gc):
@@ -146,13 +153,13 @@ def test_an_abandoned_decorated_endless_generator_is_cleaned_up(no_gc):
     batches = endless()
     next(batches)
     del batches
-    assert finished.is_set() and live_workers() == []
+    assert finished.wait(10) and workers_end()
 
 
 def test_many_abandoned_iterators_leave_no_threads(no_gc):
     for _ in range(300):
         next(BackgroundGenerator(iter(Endless())))
-    assert live_workers() == []
+    assert workers_end()
 
 
 @pytest.mark.parametrize("error_type", [KeyboardInterrupt, SystemExit, GeneratorExit])

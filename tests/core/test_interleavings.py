@@ -1,0 +1,200 @@
+"""Every window of the hand-off protocol, forced open, loses no wake-up.
+
+Each run lets one side (the producer or the consumer) run alone up to just
+before its n-th shared operation: a buffer or waiter-list call, a flag read or
+write, a wake-up queue call (or until it must sleep). The other side then runs
+until it is about to sleep, or is done; only then does the paused side go on. Whatever n is, both must finish
+with every item delivered once, in order. A GIL switch or, on free-threaded
+CPython, an ordinary preemption can land on any of those points, and random
+stress runs almost never hit the bad ones: this visits each of them.
+"""
+
+import threading
+from collections import deque
+from queue import SimpleQueue
+from threading import get_ident
+
+import pytest
+
+from prefetch_generator import _channel
+from prefetch_generator._channel import Channel
+
+BOUND_S = 10
+
+
+class Schedule:
+    """Runs ``paused_role`` alone up to its ``pause_at``-th shared operation."""
+
+    def __init__(self, paused_role, pause_at):
+        self.paused_role = paused_role
+        self.pause_at = pause_at
+        self.steps = {"producer": 0, "consumer": 0}
+        self.roles = {}
+        self.other_may_start = threading.Event()
+        self.release = threading.Event()
+
+    def begin(self, role):
+        self.roles[get_ident()] = role
+        if role != self.paused_role:
+            assert self.other_may_start.wait(BOUND_S), "the paused side never paused"
+
+    def step(self):
+        role = self.roles.get(get_ident())
+        if role is None:
+            return
+        self.steps[role] += 1
+        if role == self.paused_role and self.steps[role] == self.pause_at:
+            self.other_may_start.set()
+            assert self.release.wait(BOUND_S), "the other side never slept nor finished"
+
+    def cannot_go_on(self):
+        """The calling side is about to sleep, or is done: let the other side run."""
+        role = self.roles.get(get_ident())
+        if role == self.paused_role:
+            self.other_may_start.set()
+        elif role is not None:
+            self.release.set()
+
+
+def instrumented_channel(schedule, capacity):
+    class TrackedDeque(deque):
+        def __len__(self):
+            schedule.step()
+            return super().__len__()
+
+        def append(self, item):
+            schedule.step()
+            super().append(item)
+
+        def popleft(self):
+            schedule.step()
+            return super().popleft()
+
+        def remove(self, item):
+            schedule.step()
+            super().remove(item)
+
+    class TrackedQueue(SimpleQueue):
+        def put(self, item):
+            schedule.step()
+            super().put(item)
+
+        def get(self, block=True, timeout=None):
+            schedule.step()
+            if timeout is None:
+                schedule.cannot_go_on()
+            return super().get(block, timeout)
+
+    def tracked_flag(name):
+        def get(self):
+            schedule.step()
+            return self.__dict__[name]
+
+        def set_(self, value):
+            schedule.step()
+            self.__dict__[name] = value
+
+        return property(get, set_)
+
+    class TrackedChannel(Channel):
+        producer_waiting = tracked_flag("producer_waiting")
+        stop_requested = tracked_flag("stop_requested")
+        ended = tracked_flag("ended")
+
+    channel = TrackedChannel(capacity)
+    channel.items, channel.waiters = TrackedDeque(), TrackedDeque()
+    channel._producer_wakeup = TrackedQueue()
+    return channel, TrackedQueue
+
+
+def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
+    """Run ``scenario`` with one side paused; return how many steps that side took."""
+    schedule = Schedule(paused_role, pause_at)
+    channel, queue_type = instrumented_channel(schedule, capacity)
+
+    class TrackedThreadWaiter(_channel.ThreadWaiter):
+        __slots__ = ()
+
+        def __init__(self):
+            super().__init__()
+            self.tokens = queue_type()
+
+    monkeypatch.setattr(_channel, "ThreadWaiter", TrackedThreadWaiter)
+    outcome = {}
+
+    def as_role(role, body):
+        def run():
+            schedule.begin(role)
+            try:
+                outcome[role] = body(channel)
+            finally:
+                schedule.cannot_go_on()
+
+        return threading.Thread(target=run, daemon=True)
+
+    producer, consumer = scenario
+    threads = [as_role("producer", producer), as_role("consumer", consumer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND_S)
+    where = f"{paused_role} paused before its step {pause_at}"
+    assert not any(thread.is_alive() for thread in threads), f"hung: {where}"
+    return schedule.steps[paused_role], outcome, where
+
+
+def finite_stream(items):
+    def produce(channel):
+        if channel.send_all(iter(range(items))):
+            channel.finish()
+        return "finished"
+
+    def consume(channel):
+        return list(iter(channel.receive, object()))  # ends on StopIteration
+
+    return produce, consume
+
+
+def stopped_stream(take):
+    def produce(channel):
+        sent = channel.send_all(iter(int, 1))  # endless zeros
+        channel.close()
+        return sent
+
+    def consume(channel):
+        received = [channel.receive() for _ in range(take)]
+        channel.request_stop()
+        return received
+
+    return produce, consume
+
+
+def every_pause_point(monkeypatch, paused_role, capacity, scenario, check):
+    steps, outcome, where = run_schedule(monkeypatch, paused_role, 0, capacity, scenario)
+    check(outcome, where)
+    for pause_at in range(1, steps + 1):
+        _, outcome, where = run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario)
+        check(outcome, where)
+    return steps
+
+
+@pytest.mark.parametrize("paused_role", ["producer", "consumer"])
+@pytest.mark.parametrize("capacity", [1, 2])
+def test_no_pause_point_loses_a_wake_up_or_an_item(monkeypatch, paused_role, capacity):
+    items = 4
+
+    def check(outcome, where):
+        assert outcome == {"producer": "finished", "consumer": list(range(items))}, where
+
+    steps = every_pause_point(
+        monkeypatch, paused_role, capacity, finite_stream(items), check
+    )
+    assert steps > 10  # the instrumentation really sees the protocol
+
+
+@pytest.mark.parametrize("paused_role", ["producer", "consumer"])
+def test_no_pause_point_keeps_the_producer_from_seeing_a_stop(monkeypatch, paused_role):
+    def check(outcome, where):
+        assert outcome == {"producer": False, "consumer": [0, 0, 0]}, where
+
+    every_pause_point(monkeypatch, paused_role, 2, stopped_stream(3), check)
