@@ -126,6 +126,12 @@ class Channel:
         propagate. Call from one producer thread only.
         """
         self.producer_thread = get_ident()
+        try:
+            return self._send_all(iterator)
+        finally:
+            self.producer_thread = None  # thread idents are reused once a thread ends
+
+    def _send_all(self, iterator: Iterator[Any]) -> bool:
         items, waiters, capacity = self.items, self.waiters, self.capacity
         append = items.append
         for item in iterator:
@@ -188,7 +194,7 @@ class Channel:
             pass  # raising from in here would chain IndexError to the source's error
         else:
             if self.producer_waiting:
-                self._wake_producer()
+                self._wake_producer_keeping(item)
             return item
         return self._wait_and_receive()
 
@@ -210,7 +216,7 @@ class Channel:
         except IndexError:
             return NOTHING
         if self.producer_waiting:
-            self._wake_producer()
+            self._wake_producer_keeping(item)
         return item
 
     def add_waiter(self, waiter: Any) -> bool:
@@ -270,6 +276,15 @@ class Channel:
             raise StopIteration
         raise error
 
+    def _wake_producer_keeping(self, item: Any) -> None:
+        try:
+            self._wake_producer()
+        except BaseException:
+            # Interrupted (Ctrl-C) after taking the item: it is still the
+            # consumers', so it goes back to the front of the buffer.
+            self.items.appendleft(item)
+            raise
+
     def _wake_producer(self) -> None:
         self.producer_waiting = False
         self._producer_wakeup.put(None)
@@ -310,4 +325,3 @@ class Channel:
         self._consumer_resumed = SimpleQueue()
         self.waiters = deque()
         self.close()
-

@@ -186,9 +186,7 @@ def test_no_pause_point_loses_a_wake_up_or_an_item(monkeypatch, paused_role, cap
     def check(outcome, where):
         assert outcome == {"producer": "finished", "consumer": list(range(items))}, where
 
-    steps = every_pause_point(
-        monkeypatch, paused_role, capacity, finite_stream(items), check
-    )
+    steps = every_pause_point(monkeypatch, paused_role, capacity, finite_stream(items), check)
     assert steps > 10  # the instrumentation really sees the protocol
 
 

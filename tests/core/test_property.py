@@ -1,7 +1,5 @@
 """For any source, bound, failure point and early stop: exactly the source's prefix."""
 
-import gc
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,7 +52,8 @@ def test_consumer_sees_the_sources_prefix_then_its_error_or_end(
         assert error is None
     else:
         assert error is not None and error.args == (fail_at,)
-    del bg
-    gc.collect()
+    worker = bg._worker.thread
+    del bg  # dropping requests the stop without waiting for it
+    worker.join(10)
     assert live_workers() == []
     assert finished == [True]
