@@ -21,7 +21,7 @@ from prefetch_generator import background
 def read_files(paths):
     for path in paths:
         with open(path, "rb") as file:
-            yield path, zlib.decompress(file.read())
+            yield zlib.decompress(file.read())
 
 
 def write_files(directory, count):
@@ -41,7 +41,7 @@ def main():
         total = 0
         digest = hashlib.sha256()
         with read_files(paths) as parts:  # closing stops the worker at once
-            for path, data in parts:
+            for data in parts:
                 digest.update(data)
                 total += len(data)
             print(f"bottleneck: {parts.stats().bottleneck}")
