@@ -5,9 +5,12 @@ JAX = ["jax>=0.4.30", "numpy>=1.24"]
 GRAIN = ["grain>=0.2.10"]
 FLAX = ["flax>=0.10"]
 # torch: 2.13.0 is the CPU build these machines carry for CPython 3.11; a bare
-# "torch" would pull the CUDA build. jax, grain and flax need CPython >= 3.11.
+# "torch" would pull the CUDA build. torchdata is pinned under the same marker:
+# unpinned, or on another Python, it could pull a torch (and CUDA) of its own.
+# jax, grain and flax need CPython >= 3.11.
 ML_TESTS = [f"{requirement}; python_version >= '3.11'" for requirement in JAX + GRAIN + FLAX] + [
     "torch==2.13.0; python_version == '3.11'",
+    "torchdata==0.11.0; python_version == '3.11'",
     "tqdm>=4",
 ]
 
