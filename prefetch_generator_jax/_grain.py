@@ -7,12 +7,18 @@ endless generator works. It is one pass (a second ``iter()`` raises
 ``RuntimeError``), has no checkpointable state (``set_state`` raises), and
 closing its iterator closes the source iterator when that has ``close()``.
 
+``ClosedAtExitDataset`` registers each iterator it makes with the core's exit
+handling, so an iterator still open at interpreter exit is closed (its threads
+joined, its source's ``finally`` run) before JAX is torn down.
+
 Imports grain only; it does not need jax.
 """
 
 from typing import Any, Dict, Iterator
 
 import grain
+
+from prefetch_generator._worker import close_at_exit
 
 
 class IteratorDataset(grain.IterDataset):
@@ -52,3 +58,15 @@ class IteratorDatasetIterator(grain.DatasetIterator):
             if close_source is not None:
                 close_source()
         super().close()
+
+
+class ClosedAtExitDataset(grain.IterDataset):
+    """``parent`` unchanged, except that each of its iterators is closed at exit if still open."""
+
+    def __init__(self, parent: grain.IterDataset) -> None:
+        super().__init__(parent)
+
+    def __iter__(self) -> grain.DatasetIterator:
+        iterator = self._parent.__iter__()
+        close_at_exit(iterator)
+        return iterator
