@@ -564,6 +564,42 @@ def test_process_exits_cleanly_while_a_transfer_is_in_flight():
     assert result.stdout == "exiting\n" and result.stderr == ""
 
 
+@pytest.mark.parametrize("devices", [1, 4])
+@pytest.mark.parametrize("mode", DEVICE_MODES)
+def test_every_mode_exits_cleanly_with_an_open_stream_and_closes_the_source(mode, devices):
+    needs_library(mode)
+    result = run_with_devices(
+        f"""
+        import numpy as np
+        from prefetch_generator_jax import create_prefetch_stream
+        def endless():
+            try:
+                while True:
+                    yield {{"x": np.ones((256, 256), np.float32)}}
+            finally:
+                print("source closed", flush=True)
+        stream = create_prefetch_stream(endless(), mode={mode!r}, size=2)
+        next(stream)
+        print("exiting", flush=True)
+        """,
+        devices=devices,
+    )
+    assert (result.stdout, result.stderr) == ("exiting\nsource closed\n", "")
+
+
+def test_a_grain_dataset_pass_left_open_at_exit_exits_cleanly():
+    pytest.importorskip("grain")
+    result = run_with_devices("""
+        import grain, numpy as np
+        from prefetch_generator_jax import create_prefetch_stream
+        dataset = grain.MapDataset.range(10**6).map(lambda i: np.ones((64, 64))).to_iter_dataset()
+        stream = iter(create_prefetch_stream(dataset, mode="grain", size=2))
+        next(stream)
+        print("exiting", flush=True)
+    """)
+    assert (result.stdout, result.stderr) == ("exiting\n", "")
+
+
 @pytest.mark.parametrize("mode, module", [("grain", "grain"), ("flax", "flax.jax_utils")])
 def test_a_mode_whose_library_is_missing_names_the_extra_to_install(mode, module):
     result = run_with_devices(
