@@ -254,7 +254,8 @@ def cnn_section(args):
     jax.monitoring.register_event_duration_secs_listener(count_compiles)
     cases = [(mode, "None", None) for mode in ("none", "thread", "grain", "flax")]
     if jax.device_count() > 1:
-        sharding = NamedSharding(jax.make_mesh((jax.device_count(),), ("batch",)), P("batch"))
+        mesh = jax.make_mesh((jax.device_count(),), ("batch",), (jax.sharding.AxisType.Auto,))
+        sharding = NamedSharding(mesh, P("batch"))
         cases += [(mode, 'NamedSharding P("batch")', sharding) for mode in ("thread", "grain")]
     print(
         f"Flax nnx CNN + optax adam, {jax.device_count()} device(s), {args.epochs} epochs of "
