@@ -31,6 +31,7 @@
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -323,7 +324,9 @@ def main():
     device = jax.devices()[0]
     pool = make_pool(args.batch_size, args.image, np.random.default_rng(0))
     print(f"Python {sys.version.split()[0]}, jax {jax.__version__}, device {device}")
-    print(f"command: python benchmarks/device_stage.py {' '.join(sys.argv[1:])}\n")
+    flags = os.environ.get("XLA_FLAGS")
+    prefix = f"XLA_FLAGS={flags} " if flags else ""
+    print(f"command: {prefix}python benchmarks/device_stage.py {' '.join(sys.argv[1:])}\n")
     if "cost" in sections:
         cost_section(args, device)
     if "overhead" in sections or "modes" in sections:
