@@ -128,7 +128,7 @@ class DeviceStage:
             except ValueError:
                 raise ValueError(
                     f"leaf {_where(path)} is a ragged list of numbers; JAX would return it "
-                    "as nested 0-d arrays: pad it, or pass a NumPy array per row"
+                    "as nested 0-d arrays: pad it into a rectangular NumPy array"
                 ) from None
             return leaf
         if self.copies_host_buffers and _jax_would_alias(leaf):
