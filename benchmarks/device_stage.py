@@ -1,5 +1,12 @@
-"""The device stage: its overhead per batch, and a training loop under each prefetch mode.
+"""The device stage: its cost per batch, and training loops under each prefetch mode.
 
+0. Cost per batch (``--sections cost``): one batch at a time, synchronously,
+   the host copy + ``device_put`` + ready, as the stage did before (a
+   ``np.array(copy=True)`` private copy, at whatever alignment NumPy's
+   allocator gives) and as it does now (a 64-byte-aligned copy that JAX
+   aliases), beside a bare ``device_put`` of the source (no private copy: it
+   would alias a buffer the source may refill). Median and p95 per batch, and
+   how many private copies landed off a 64-byte boundary.
 1. Overhead: N batches put on the device and made ready, one at a time by a
    bare ``jax.block_until_ready(jax.device_put(batch))`` loop, and through
    ``DevicePrefetcher`` with a consumer that does nothing else.
@@ -9,11 +16,22 @@
    the pure compute time (the same step on a batch already on the device).
    Each step waits for its loss, as a loop that logs it does.
 
+3. A real training loop (``--sections cnn``; needs flax and optax): a Flax
+   nnx CNN with optax on uint8 images, int labels and a Python int step per
+   batch, for ``--epochs`` epochs under every mode with ``device=None``, and
+   with ``NamedSharding(mesh, P("batch"))`` for the modes that take one when
+   there are several devices. Per case: XLA compilations during the loop,
+   the first epoch's time (compilation included), the median ms/step of the
+   later epochs, the batches in the second epoch, the final loss, or the
+   error that ended the case. Several CPU devices:
+   ``XLA_FLAGS=--xla_force_host_platform_device_count=4``.
+
     python benchmarks/device_stage.py                      # CPU-sized defaults
     python benchmarks/device_stage.py --image 224 --hidden 4096 --batches 200   # a GPU
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -23,7 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import peers  # noqa: F401  (puts this checkout first on sys.path)
-from prefetch_generator_jax import DevicePrefetcher, create_prefetch_stream
+from prefetch_generator_jax import DevicePrefetcher, DeviceStage, create_prefetch_stream
+
+SECTIONS = ("cost", "overhead", "modes", "cnn")
 
 
 def loader(batches, pool, load_s):
@@ -40,6 +60,86 @@ def make_pool(batch_size, image, rng):
         }
         for _ in range(4)
     ]
+
+
+def percentile_ms(values, q):
+    return float(np.percentile(values, q)) * 1e3
+
+
+def cost_section(args, device):
+    """Per-batch cost of the private copy + transfer, before and after the aligned copy."""
+    from prefetch_generator_jax._device import ALIGNMENT
+
+    shape = (args.batch_size, args.cost_image, args.cost_image, 3)
+    rng = np.random.default_rng(1)
+    print(
+        f"cost per batch: {args.cost_batches} fresh batches of {shape} uint8 "
+        f"({np.prod(shape) / 2**20:.2f} MiB) + labels, one at a time\n"
+    )
+
+    def fresh_batch():  # a new allocation each time, as a loader makes
+        return {
+            "image": rng.integers(0, 256, shape, dtype=np.uint8),
+            "label": rng.integers(0, 10, (args.batch_size,), dtype=np.int32),
+        }
+
+    unaligned = []
+
+    def copy_before(leaf):  # the stage's private copy before the change
+        copy = np.array(leaf, copy=True)
+        unaligned.append(copy.ctypes.data % ALIGNMENT != 0)
+        return copy
+
+    stage = DeviceStage(device)
+    variants = {
+        "bare device_put (aliases the source)": lambda b: jax.device_put(b, device),
+        "before: np.array copy + device_put": lambda b: jax.device_put(
+            jax.tree.map(copy_before, b), device
+        ),
+        "after: DeviceStage (aligned copy)": stage,
+    }
+    times = {name: [] for name in variants}
+    names = list(variants)
+    for index in range(args.cost_batches):
+        batch = fresh_batch()
+        shift = index % len(names)  # each variant goes first in turn
+        for name in names[shift:] + names[:shift]:
+            put = variants[name]
+            started = time.perf_counter()
+            jax.block_until_ready(put(batch))
+            times[name].append(time.perf_counter() - started)
+    print(f"{'variant':<38} | {'median ms':>9} | {'p95 ms':>7} | {'max ms':>7}")
+    print("-" * 71)
+    for name, values in times.items():
+        print(
+            f"{name:<38} | {percentile_ms(values, 50):>9.3f} | "
+            f"{percentile_ms(values, 95):>7.3f} | {percentile_ms(values, 100):>7.3f}"
+        )
+    image_copies = unaligned[0::2]  # [image, label] per batch
+    print(
+        f"\nbefore: {sum(image_copies)} of {len(image_copies)} image copies were not "
+        "64-byte aligned (JAX copied those again); after: every copy is aligned\n"
+    )
+
+
+def overhead_section(args, device, pool):
+    n = args.batches
+    bare, staged = [], []
+    for _ in range(args.rounds):
+        started = time.perf_counter()
+        for batch in loader(n, pool, 0.0):
+            jax.block_until_ready(jax.device_put(batch, device))
+        bare.append((time.perf_counter() - started) / n)
+        started = time.perf_counter()
+        for _ in DevicePrefetcher(2, device).prefetch(loader(n, pool, 0.0)):
+            pass
+        staged.append((time.perf_counter() - started) / n)
+    bare_ms, staged_ms = statistics.median(bare) * 1e3, statistics.median(staged) * 1e3
+    print(f"bare device_put + ready:   {bare_ms:8.3f} ms/batch")
+    print(
+        f"DevicePrefetcher(2):       {staged_ms:8.3f} ms/batch  "
+        f"(overhead {staged_ms - bare_ms:+.3f} ms/batch)\n"
+    )
 
 
 def make_step(features, hidden):
@@ -71,43 +171,16 @@ def train_s(stream, params, step):
     return time.perf_counter() - started
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image", type=int, default=64, help="image side (default 64)")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--load-ms", type=float, default=2.0, help="loader latency per batch")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    device = jax.devices()[0]
-    pool = make_pool(args.batch_size, args.image, np.random.default_rng(0))
+def modes_section(args, device, pool):
     n = args.batches
-    print(f"Python {sys.version.split()[0]}, jax {jax.__version__}, device {device}")
-    print(f"{n} batches of {args.batch_size}x{args.image}x{args.image}x3 uint8 + labels\n")
-
-    bare, staged = [], []
-    for _ in range(args.rounds):
-        started = time.perf_counter()
-        for batch in loader(n, pool, 0.0):
-            jax.block_until_ready(jax.device_put(batch, device))
-        bare.append((time.perf_counter() - started) / n)
-        started = time.perf_counter()
-        for _ in DevicePrefetcher(2, device).prefetch(loader(n, pool, 0.0)):
-            pass
-        staged.append((time.perf_counter() - started) / n)
-    bare_ms, staged_ms = statistics.median(bare) * 1e3, statistics.median(staged) * 1e3
-    print(f"bare device_put + ready:   {bare_ms:8.3f} ms/batch")
-    print(
-        f"DevicePrefetcher(2):       {staged_ms:8.3f} ms/batch  "
-        f"(overhead {staged_ms - bare_ms:+.3f} ms/batch)\n"
-    )
-
     params, step = make_step(args.image * args.image * 3, args.hidden)
     on_device = jax.device_put(pool[0], device)
     train_s([on_device], params, step)  # compile
     load_s = args.load_ms / 1e3
     modes = ["none", "thread", "flax", "grain"]
+    for mode in modes:  # warm-up round: every mode's first batches and threads
+        stream = create_prefetch_stream(loader(2, pool, 0.0), mode=mode, size=2, device=device)
+        train_s(stream, params, step)
     times = {name: [] for name in ["pure compute", *modes]}
     for _ in range(args.rounds):
         times["pure compute"].append(train_s([on_device] * n, params, step) / n)
@@ -130,8 +203,140 @@ def main():
     print(
         f"\nthread mode: {thread / compute:.3f}x pure compute; "
         f"flax {statistics.median(times['flax']) / thread:.2f}x and "
-        f"grain {statistics.median(times['grain']) / thread:.2f}x the thread mode's time"
+        f"grain {statistics.median(times['grain']) / thread:.2f}x the thread mode's time\n"
     )
+
+
+def cnn_section(args):
+    """A Flax nnx CNN with optax under every mode: compilations, epochs, errors."""
+    import grain
+    import optax
+    from flax import nnx
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    class CNN(nnx.Module):
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(3, 16, (3, 3), strides=2, rngs=rngs)
+            self.conv2 = nnx.Conv(16, 32, (3, 3), strides=2, rngs=rngs)
+            self.head = nnx.Linear(32, 10, rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.relu(self.conv2(nnx.relu(self.conv1(x))))
+            return self.head(x.mean(axis=(1, 2)))
+
+    @nnx.jit
+    def train_step(model, optimizer, batch):
+        def loss_fn(model):
+            logits = model(batch["image"].astype(jnp.float32) / 255)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+            return losses.mean() + 0 * batch["step"]
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    rng = np.random.default_rng(0)
+    shape = (args.batch_size, args.cnn_image, args.cnn_image, 3)
+    batches = [
+        {
+            "image": rng.integers(0, 256, shape, dtype=np.uint8),
+            "label": rng.integers(0, 10, (args.batch_size,), dtype=np.int64),
+            "step": index,
+        }
+        for index in range(args.cnn_batches)
+    ]
+    compiles = []
+
+    def count_compiles(event, duration_s, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration_s)
+
+    jax.monitoring.register_event_duration_secs_listener(count_compiles)
+    cases = [(mode, "None", None) for mode in ("none", "thread", "grain", "flax")]
+    if jax.device_count() > 1:
+        mesh = jax.make_mesh((jax.device_count(),), ("batch",), (jax.sharding.AxisType.Auto,))
+        sharding = NamedSharding(mesh, P("batch"))
+        cases += [(mode, 'NamedSharding P("batch")', sharding) for mode in ("thread", "grain")]
+    print(
+        f"Flax nnx CNN + optax adam, {jax.device_count()} device(s), {args.epochs} epochs of "
+        f"{len(batches)} batches of {shape} uint8 + int labels + a Python int step"
+    )
+    header = (
+        f"{'mode':<7} | {'device':<24} | {'compiles':>8} | {'epoch 1 s':>9} | "
+        f"{'later ms/step':>13} | {'epoch 2 batches':>15} | {'final loss':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for mode, device_name, device in cases:
+        model = CNN(nnx.Rngs(0))
+        optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+        dataset = grain.MapDataset.source(batches).to_iter_dataset()
+        del compiles[:]
+        epoch_s, epoch_batches, loss, stream = [], [], None, None
+        try:
+            if mode == "grain":  # one stream over a Grain dataset, iterated per epoch
+                stream = create_prefetch_stream(dataset, mode=mode, size=2, device=device)
+            for _ in range(args.epochs):
+                epoch = stream
+                if mode != "grain":
+                    epoch = create_prefetch_stream(iter(batches), mode=mode, size=2, device=device)
+                started, count = time.perf_counter(), 0
+                for batch in epoch:
+                    loss = train_step(model, optimizer, batch)
+                    loss.block_until_ready()
+                    count += 1
+                epoch_s.append(time.perf_counter() - started)
+                epoch_batches.append(count)
+        except Exception as error:
+            message = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            print(f"{mode:<7} | {device_name:<24} | fails: {message[:90]}")
+            continue
+        later = [s / c * 1e3 for s, c in zip(epoch_s[1:], epoch_batches[1:]) if c]
+        later_ms = f"{statistics.median(later):.2f}" if later else "n/a"
+        print(
+            f"{mode:<7} | {device_name:<24} | {len(compiles):>8} | {epoch_s[0]:>9.2f} | "
+            f"{later_ms:>13} | {epoch_batches[1]:>15} | {float(loss):>10.6f}"
+        )
+    jax.monitoring.unregister_event_duration_listener(count_compiles)
+    print()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated")
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image", type=int, default=64, help="image side (default 64)")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--load-ms", type=float, default=2.0, help="loader latency per batch")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cost-image", type=int, default=224, help="image side for cost")
+    parser.add_argument("--cost-batches", type=int, default=200)
+    parser.add_argument("--cnn-image", type=int, default=32, help="image side for cnn")
+    parser.add_argument("--cnn-batches", type=int, default=32, help="batches per epoch")
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    sections = args.sections.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    device = jax.devices()[0]
+    pool = make_pool(args.batch_size, args.image, np.random.default_rng(0))
+    print(f"Python {sys.version.split()[0]}, jax {jax.__version__}, device {device}")
+    flags = os.environ.get("XLA_FLAGS")
+    prefix = f"XLA_FLAGS={flags} " if flags else ""
+    print(f"command: {prefix}python benchmarks/device_stage.py {' '.join(sys.argv[1:])}\n")
+    if "cost" in sections:
+        cost_section(args, device)
+    if "overhead" in sections or "modes" in sections:
+        print(f"{args.batches} batches of {args.batch_size}x{args.image}x{args.image}x3 uint8")
+    if "overhead" in sections:
+        overhead_section(args, device, pool)
+    if "modes" in sections:
+        modes_section(args, device, pool)
+    if "cnn" in sections:
+        cnn_section(args)
 
 
 if __name__ == "__main__":

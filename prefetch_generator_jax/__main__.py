@@ -1,8 +1,9 @@
 """``python -m prefetch_generator_jax``: a jitted training loop, with and without prefetch."""
 
 import argparse
+import statistics
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,38 +49,71 @@ def run(stream: Iterator[Dict], params: Dict[str, Any]) -> float:
     return time.perf_counter() - started
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m prefetch_generator_jax",
         description="Train a small jitted MLP on synthetic batches, without and with "
-        "the background loader and device stage.",
+        "the background loader and device stage. Every case is warmed up first, then "
+        "the cases are timed in interleaved rounds and the medians printed.",
     )
     option = parser.add_argument
-    option("--batches", type=int, default=60, help="batches per run (default 60)")
-    option("--batch-size", type=int, default=256, help="rows per batch (default 256)")
-    option("--features", type=int, default=512, help="features per row (default 512)")
-    option("--hidden", type=int, default=1024, help="hidden units (default 1024)")
-    option("--load-ms", type=float, default=3.0, help="loader latency per batch (default 3)")
+    option("--batches", type=positive_int, default=60, help="batches per run (default 60)")
+    option("--batch-size", type=positive_int, default=256, help="rows per batch (default 256)")
+    option("--features", type=positive_int, default=512, help="features per row (default 512)")
+    option("--hidden", type=positive_int, default=1024, help="hidden units (default 1024)")
+    option("--load-ms", type=non_negative_float, default=3.0, help="loader latency (default 3)")
+    option("--rounds", type=positive_int, default=5, help="timed rounds (default 5)")
     args = parser.parse_args(argv)
 
     params = init_params(args.features, args.hidden)
-    warm = list(DevicePrefetcher(1).prefetch(loader(1, args.batch_size, args.features, 0.0)))
-    run(iter(warm), params)  # compiles the step and warms the device stage up
-    step_s = run(iter(warm * args.batches), params) / args.batches
-    shape = f"{args.batch_size}x{args.features}"
-    print(f"device: {jax.devices()[0]}; {args.batches} batches of {shape}")
-    print(f"pure compute:           {step_s * 1e3:7.2f} ms/step")
+    on_device = list(DevicePrefetcher(1).prefetch(loader(1, args.batch_size, args.features, 0.0)))
 
     def source() -> Iterator[Dict]:
         return loader(args.batches, args.batch_size, args.features, args.load_ms / 1e3)
 
-    plain = run(source(), params) / args.batches
-    print(f"no prefetch:            {plain * 1e3:7.2f} ms/step")
-    with DevicePrefetcher(2).prefetch(Prefetcher(4).prefetch(source())) as stream:
-        staged = run(stream, params) / args.batches
-        stats = stream.stats()
-    print(f"Prefetcher + device:    {staged * 1e3:7.2f} ms/step  ({plain / staged:.2f}x faster)")
-    print(f"device stage stats: {stats}")
+    def staged() -> float:
+        with DevicePrefetcher(2).prefetch(Prefetcher(4).prefetch(source())) as stream:
+            return run(stream, params)
+
+    cases: Dict[str, Callable[[], float]] = {
+        "pure compute": lambda: run(iter(on_device * args.batches), params),
+        "no prefetch": lambda: run(source(), params),
+        "Prefetcher + device": staged,
+    }
+    for case in cases.values():
+        case()  # compiles the step, starts the threads' machinery, fills caches
+    times: Dict[str, List[float]] = {name: [] for name in cases}
+    for round_index in range(args.rounds):
+        names = list(cases)
+        shift = round_index % len(names)  # each case leads in turn
+        for name in names[shift:] + names[:shift]:
+            times[name].append(cases[name]() / args.batches)
+    step_ms = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+    shape = f"{args.batch_size}x{args.features}"
+    print(
+        f"device: {jax.devices()[0]}; {args.batches} batches of {shape}, "
+        f"loader latency {args.load_ms} ms/batch"
+    )
+    print(f"median of {args.rounds} interleaved rounds after a warm-up round:")
+    for name, value in step_ms.items():
+        print(f"  {name + ':':<22}{value:8.2f} ms/step")
+    speedup = step_ms["no prefetch"] / step_ms["Prefetcher + device"]
+    print(f"Prefetcher + device is {speedup:.2f}x faster than no prefetch")
 
 
 if __name__ == "__main__":

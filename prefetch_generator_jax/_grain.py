@@ -7,12 +7,18 @@ endless generator works. It is one pass (a second ``iter()`` raises
 ``RuntimeError``), has no checkpointable state (``set_state`` raises), and
 closing its iterator closes the source iterator when that has ``close()``.
 
+``ClosedAtExitDataset`` joins each iterator it makes to the core's exit
+handling: one still open at interpreter exit is closed (its threads joined,
+its source's ``finally`` run) before JAX is torn down.
+
 Imports grain only; it does not need jax.
 """
 
 from typing import Any, Dict, Iterator
 
 import grain
+
+from prefetch_generator._worker import close_at_exit
 
 
 class IteratorDataset(grain.IterDataset):
@@ -51,4 +57,46 @@ class IteratorDatasetIterator(grain.DatasetIterator):
             close_source = getattr(self._iterator, "close", None)
             if close_source is not None:
                 close_source()
+        super().close()
+
+
+class ClosedAtExitDataset(grain.IterDataset):
+    """``parent``, whose every iterator is a ``ClosedAtExitIterator``."""
+
+    def __init__(self, parent: grain.IterDataset) -> None:
+        super().__init__(parent)
+
+    def __iter__(self) -> "ClosedAtExitIterator":
+        return ClosedAtExitIterator(self._parent.__iter__())
+
+
+class ClosedAtExitIterator(grain.DatasetIterator):
+    """A Grain iterator that is closed at interpreter exit if still open.
+
+    ``close()`` (yours, or the exit handler's) closes the pipeline, joining
+    its threads and closing the source, and then drops it, so Grain's own
+    finalisers run at once rather than during interpreter teardown, where
+    they fail on half-torn-down modules. Checkpointing is delegated.
+    """
+
+    def __init__(self, iterator: grain.DatasetIterator) -> None:
+        super().__init__()
+        self._iterator = iterator
+        close_at_exit(self)
+
+    def __next__(self) -> Any:
+        self._assert_not_closed()
+        return next(self._iterator)
+
+    def get_state(self) -> Dict[str, Any]:
+        return self._iterator.get_state()
+
+    def set_state(self, state: Dict[str, Any]) -> None:
+        self._iterator.set_state(state)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        iterator, self._iterator = self._iterator, None
+        iterator.close()
         super().close()

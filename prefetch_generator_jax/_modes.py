@@ -2,49 +2,63 @@
 
 import importlib
 from types import ModuleType
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 import jax
 
-from ._device import default_device
-from ._prefetchers import DevicePrefetcher, Prefetcher, checked_size
+from prefetch_generator._checks import check_iterable, iterate
+
+from ._device import DeviceStage, default_device, resolve_device
+from ._prefetchers import DevicePrefetcher, checked_size
 
 MODES = ("none", "thread", "grain", "flax")
 
 
 def create_prefetch_stream(
     iterator: Iterable[Any], *, mode: str, size: int, device: Optional[Any] = None
-) -> Iterator[Any]:
-    """Return an iterator over ``iterator``'s batches, prefetched as ``mode`` says.
+) -> Iterable[Any]:
+    """Return ``iterator``'s batches, prefetched as ``mode`` says.
 
-    - ``"none"``: ``iterator`` itself, untouched.
-    - ``"thread"``: ``Prefetcher(size)`` without a device, ``DevicePrefetcher(size,
-      device)`` with one (a background thread; closeable).
-    - ``"grain"``: ``grain.experimental.device_put(ds, device,
-      cpu_buffer_size=2 * size, device_buffer_size=size)``, where ``ds`` is
-      ``iterator`` if it is a ``grain.IterDataset``, else a lazy one-pass
-      adapter (an endless generator works). The result is a Grain
-      ``DatasetIterator``: ``close()`` it to stop Grain's threads and close the
-      source.
+    ``device`` follows one contract in every mode (see ``DeviceStage``), and is
+    resolved and checked here, at the call, before the source is touched:
+    None means uncommitted arrays on the calling thread's default device, as
+    ``jax.device_put(x)`` gives; a ``jax.Device``, a ``Sharding`` or a pytree
+    of them gives committed arrays there, scalars replicated under a
+    ``NamedSharding``. The same mistake raises the same TypeError in every mode.
+
+    - ``"none"``: ``iterator`` itself, untouched (``device`` is checked, not used).
+    - ``"thread"``: ``DevicePrefetcher(size, device).prefetch(iterator)``: a
+      background thread; a ``BackgroundGenerator`` (one pass, closeable,
+      thread-safe ``next()``).
+    - ``"grain"``: Grain's own prefetch threads, laid out as
+      ``grain.experimental.device_put`` lays them out (a CPU buffer of
+      ``2 * size`` elements, then ``size`` on the device), with this package's
+      device stage doing the transfer. Given a ``grain.IterDataset`` (or a
+      ``MapDataset``, converted with ``to_iter_dataset()``), it returns a
+      ``grain.IterDataset``: every ``iter()`` is a fresh pass, as with the
+      dataset itself. Given any other iterable, it returns one pass: a Grain
+      ``DatasetIterator`` over a lazy adapter (an endless generator works).
+      Each Grain iterator runs two threads until ``close()`` (which joins them
+      and closes the source) or interpreter exit, where it is closed before
+      JAX is torn down.
     - ``"flax"``: ``flax.jax_utils.prefetch_to_device(iterator, size,
-      devices=[device] if device else None)``. No thread: it keeps ``size``
-      batches in flight through JAX's asynchronous dispatch, and splits each
-      leaf's leading axis across the devices (all local devices by default),
-      so it must divide evenly; scalar leaves fail. ``device`` must be a
-      ``jax.Device``.
+      devices=[device])``. No thread: it keeps ``size`` batches in flight
+      through JAX's asynchronous dispatch, so the loader runs in your loop.
+      Only None (the calling thread's default device) or a ``jax.Device`` is
+      meaningful; its arrays are committed, and scalar leaves fail in Flax.
 
-    ``device`` None means the calling thread's default device. Raises
-    ValueError for ``size < 1`` or an unknown mode, ImportError naming the
-    extra to install when the mode's library is missing.
+    Raises ValueError for ``size < 1`` or an unknown mode, TypeError for a bad
+    ``device`` or a non-iterable ``iterator``, ImportError naming the extra to
+    install when the mode's library is missing.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
     size = checked_size("size", size)
     if mode == "none":
-        return iterator  # type: ignore[return-value]
+        resolve_device(device)
+        check_iterable(iterator, "iterator")
+        return iterator
     if mode == "thread":
-        if device is None:
-            return Prefetcher(size).prefetch(iterator)
         return DevicePrefetcher(size, device).prefetch(iterator)
     if mode == "grain":
         return _grain_stream(iterator, size, device)
@@ -60,25 +74,30 @@ def _import_for_mode(mode: str, module: str) -> ModuleType:
         ) from error
 
 
-def _grain_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> Iterator[Any]:
+def _grain_stream(iterable: Iterable[Any], size: int, device: Optional[Any]) -> Iterable[Any]:
     grain = _import_for_mode("grain", "grain")
-    from ._grain import IteratorDataset
+    from ._grain import ClosedAtExitDataset, IteratorDataset
 
-    if not isinstance(iterator, grain.IterDataset):
-        iterator = IteratorDataset(iter(iterator))
-    on_device = grain.experimental.device_put(
-        iterator,
-        default_device() if device is None else device,
-        cpu_buffer_size=2 * size,
-        device_buffer_size=size,
-    )
-    return iter(on_device)
+    stage = DeviceStage(device)
+    check_iterable(iterable, "iterator")
+    if isinstance(iterable, grain.MapDataset):
+        iterable = iterable.to_iter_dataset()
+    reiterable = isinstance(iterable, grain.IterDataset)
+    dataset = iterable if reiterable else IteratorDataset(iterate(iterable, "iterator"))
+    prefetch = grain.experimental.ThreadPrefetchIterDataset
+    on_host = prefetch(dataset, prefetch_buffer_size=2 * size)
+    on_device = ClosedAtExitDataset(prefetch(on_host.map(stage), prefetch_buffer_size=size))
+    return on_device if reiterable else iter(on_device)
 
 
-def _flax_stream(iterator: Iterable[Any], size: int, device: Optional[Any]) -> Iterator[Any]:
+def _flax_stream(iterable: Iterable[Any], size: int, device: Optional[Any]) -> Iterable[Any]:
     jax_utils = _import_for_mode("flax", "flax.jax_utils")
+    resolve_device(device)
     if device is not None and not isinstance(device, jax.Device):
-        raise TypeError(f"mode='flax' takes a jax.Device as device, got {type(device).__name__}")
-    return jax_utils.prefetch_to_device(
-        iter(iterator), size, devices=[device] if device is not None else None
-    )
+        raise TypeError(
+            "mode='flax' takes device=None or a jax.Device: Flax's prefetch_to_device "
+            f"splits each batch over a list of devices and cannot use a {type(device).__name__}; "
+            "use mode='thread' or mode='grain' for a Sharding or a pytree of them"
+        )
+    target = default_device() if device is None else device
+    return jax_utils.prefetch_to_device(iterate(iterable, "iterator"), size, devices=[target])

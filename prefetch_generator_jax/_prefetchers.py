@@ -11,8 +11,9 @@ import operator
 from typing import Any, Iterable, Optional
 
 from prefetch_generator import BackgroundGenerator
+from prefetch_generator._checks import iterate
 
-from ._device import DeviceStage, mapped
+from ._device import DeviceStage, mapped, resolve_device
 
 
 def checked_size(name: str, value: object) -> int:
@@ -42,28 +43,29 @@ class Prefetcher:
 class DevicePrefetcher:
     """Put each batch on ``device`` in a background thread, ``buffer_size`` ahead.
 
-    ``device``: None (the default device of the thread that calls
-    ``prefetch``), a ``jax.Device``, a ``jax.sharding.Sharding``, or a pytree
-    of Shardings matching the batches. The consumer receives pytrees of ready
-    ``jax.Array``; the transfer of the next batches overlaps its compute.
+    ``device``: None (uncommitted arrays on the default device of the thread
+    that calls ``prefetch``, as ``jax.device_put(x)`` gives), a
+    ``jax.Device``, a ``jax.sharding.Sharding``, or a pytree of Devices and
+    Shardings matching the batches; anything else raises TypeError here. The
+    consumer receives pytrees of ready ``jax.Array``; the transfer of the
+    next batches overlaps its compute. See ``DeviceStage`` for the contract.
     """
 
     def __init__(self, buffer_size: int = 2, device: Optional[Any] = None) -> None:
         self.buffer_size = checked_size("buffer_size", buffer_size)
         self.device = device
-        DeviceStage(device)  # a bad device fails here, not in the first prefetch
+        resolve_device(device)  # a bad device fails here, not in the first prefetch
 
     def prefetch(self, iterator: Iterable[Any]) -> BackgroundGenerator:
         """Start transferring now; returns the closeable iterator of device batches.
 
-        The target is resolved in this (the calling) thread.
+        The target is resolved in this (the calling) thread, and ``iterator``
+        is checked before it is touched. Does not block. The result is a
+        ``BackgroundGenerator``: ``close()`` stops the worker and closes the
+        source in the worker thread.
         """
-        try:
-            source = iter(iterator)
-        except TypeError:
-            raise TypeError(
-                f"iterator must be an iterable, got {type(iterator).__name__}"
-            ) from None
-        return BackgroundGenerator(mapped(source, DeviceStage(self.device)), self.buffer_size)
+        stage = DeviceStage(self.device)
+        source = iterate(iterator, "iterator")
+        return BackgroundGenerator(mapped(source, stage), self.buffer_size)
 
     start_prefetch = prefetch

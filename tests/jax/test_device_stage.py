@@ -220,9 +220,12 @@ def test_mode_none_returns_the_iterator_untouched():
     assert create_prefetch_stream(source, mode="none", size=2) is source
 
 
-def test_mode_thread_without_device_prefetches_on_the_host():
+def test_mode_thread_without_device_puts_batches_on_the_default_device():
     stream = create_prefetch_stream(iter(range(5)), mode="thread", size=2)
-    assert isinstance(stream, BackgroundGenerator) and list(stream) == list(range(5))
+    assert isinstance(stream, BackgroundGenerator)
+    received = list(stream)
+    assert all(isinstance(b, jax.Array) for b in received)
+    assert [int(b) for b in received] == list(range(5))
 
 
 def test_mode_thread_with_a_device_puts_batches_on_it():
@@ -260,12 +263,32 @@ def test_mode_grain_adapts_an_endless_generator_without_draining_it():
     assert closed.wait(30)
 
 
-def test_mode_grain_takes_a_grain_iter_dataset():
+def small_grain_dataset(n=6):
     grain = pytest.importorskip("grain")
-    dataset = grain.MapDataset.range(6).map(lambda i: np.full((2,), i)).to_iter_dataset()
-    stream = create_prefetch_stream(dataset, mode="grain", size=2)
-    assert [int(b[0]) for b in stream] == list(range(6))
+    return grain.MapDataset.range(n).map(lambda i: np.full((2,), i)).to_iter_dataset()
+
+
+def test_mode_grain_over_an_iter_dataset_gives_a_fresh_pass_per_iter():
+    stream = create_prefetch_stream(small_grain_dataset(), mode="grain", size=2)
+    first = [int(b[0]) for b in stream]
+    second = [int(b[0]) for b in stream]
+    assert first == second == list(range(6))
+
+
+def test_mode_grain_over_a_generator_is_one_pass():
+    pytest.importorskip("grain")
+    stream = create_prefetch_stream((np.full(2, i) for i in range(3)), mode="grain", size=2)
+    assert [int(b[0]) for b in stream] == [0, 1, 2]
+    assert list(stream) == []
     stream.close()
+
+
+def test_mode_grain_closing_a_pass_mid_epoch_leaves_the_next_pass_whole():
+    stream = create_prefetch_stream(small_grain_dataset(), mode="grain", size=2)
+    first = iter(stream)
+    assert int(next(first)[0]) == 0
+    first.close()
+    assert [int(b[0]) for b in stream] == list(range(6))
 
 
 def test_mode_flax_delegates_to_prefetch_to_device():
@@ -279,11 +302,246 @@ def test_mode_flax_delegates_to_prefetch_to_device():
     assert received[0]["x"].devices() == {device}
 
 
-def test_mode_flax_rejects_a_sharding_with_a_clear_error():
+def test_mode_flax_rejects_a_sharding_naming_the_modes_that_take_one():
     pytest.importorskip("flax")
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    with pytest.raises(TypeError, match="mode='flax' takes a jax.Device"):
+    with pytest.raises(TypeError, match="mode='flax' takes device=None or a jax.Device.*'thread'"):
         create_prefetch_stream(iter([]), mode="flax", size=2, device=sharding)
+
+
+# -- item: device=None gives uncommitted arrays ----------------------------------
+
+DEVICE_MODES = ["thread", "grain", "flax"]
+
+
+def needs_library(mode):
+    if mode in ("grain", "flax"):
+        pytest.importorskip(mode)
+
+
+def one_batch(mode, batch, device=None):
+    needs_library(mode)
+    stream = create_prefetch_stream(iter([batch]), mode=mode, size=1, device=device)
+    try:
+        return next(iter(stream))
+    finally:
+        getattr(stream, "close", lambda: None)()
+
+
+@pytest.mark.parametrize("mode", ["thread", "grain"])
+def test_device_none_gives_uncommitted_arrays_like_device_put(mode):
+    batch = one_batch(mode, {"x": np.zeros((4, 3), np.float32), "step": 7})
+    assert not batch["x"].committed and not batch["step"].committed
+    assert batch["x"].devices() == {jax.devices()[0]}
+
+
+def test_device_prefetcher_default_gives_uncommitted_arrays():
+    batch = next(DevicePrefetcher(1).prefetch(iter([np.zeros(3, np.float32)])))
+    assert not batch.committed
+
+
+@pytest.fixture
+def backend_compiles():
+    """The names of the XLA compilations JAX runs during the test, as a growing list."""
+    compiled = []
+
+    def listener(event, duration_s, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield compiled
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("mode", ["thread", "grain"])
+def test_a_jitted_step_fed_by_the_stage_then_by_numpy_compiles_once(mode, backend_compiles):
+    # Counted as XLA compilations: _cache_size() also counts a dispatch-cache
+    # entry per argument type (np.ndarray, jax.Array) that shares the executable.
+    step = jax.jit(lambda params, batch: params * batch["x"].sum() + batch["step"])
+    params = jax.numpy.ones(())  # fresh parameters are uncommitted
+    source = [{"x": np.full((4, 3), i, np.float32), "step": i} for i in range(3)]
+    stream = create_prefetch_stream(iter(source), mode=mode, size=2)
+    del backend_compiles[:]
+    for batch in stream:
+        params = step(params, batch)
+    for batch in source:
+        params = step(params, batch)
+    getattr(stream, "close", lambda: None)()
+    assert len(backend_compiles) == 1
+
+
+def test_default_device_batches_combine_with_parameters_on_a_mesh():
+    run_with_devices("""
+        import jax, numpy as np
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from prefetch_generator_jax import DevicePrefetcher
+        mesh = jax.make_mesh((4,), ("batch",))
+        params = jax.device_put(np.ones((3,), np.float32), NamedSharding(mesh, P()))
+        step = jax.jit(lambda p, b: (b["x"] @ p).sum())
+        source = ({"x": np.full((8, 3), i, np.float32)} for i in range(3))
+        assert [float(step(params, b)) for b in DevicePrefetcher(2).prefetch(source)] == [
+            0.0, 24.0, 48.0
+        ]
+    """)
+
+
+# -- item: one device contract in every mode ---------------------------------------
+
+
+class RecordsIter:
+    """An iterable that records whether anything called its ``__iter__``."""
+
+    touched = False
+
+    def __iter__(self):
+        self.touched = True
+        return iter([])
+
+
+@pytest.mark.parametrize("mode", DEVICE_MODES)
+@pytest.mark.parametrize(
+    "device, found", [("gpu:0", r"got str 'gpu:0'$"), ({"x": 0}, r"got int 0 at \['x'\]$")]
+)
+def test_a_bad_device_raises_the_same_type_error_at_the_call_in_every_mode(mode, device, found):
+    needs_library(mode)
+    source = RecordsIter()
+    with pytest.raises(TypeError, match=r"^device must be None, a jax.Device, .*" + found):
+        create_prefetch_stream(source, mode=mode, size=2, device=device)
+    assert not source.touched
+
+
+@pytest.mark.parametrize("mode", ["thread", "grain"])
+def test_a_pytree_of_devices_is_accepted_like_a_pytree_of_shardings(mode):
+    device = jax.devices()[0]
+    targets = {"x": device, "step": jax.sharding.SingleDeviceSharding(device)}
+    batch = one_batch(mode, {"x": np.zeros(2, np.float32), "step": 1}, device=targets)
+    assert batch["x"].committed and batch["x"].devices() == {device}
+    assert batch["step"].committed
+
+
+def test_a_batch_not_matching_the_device_pytree_raises_value_error():
+    device = jax.devices()[0]
+    stream = DevicePrefetcher(1, {"x": device}).prefetch(iter([{"y": np.zeros(2)}]))
+    with pytest.raises(ValueError, match="does not match the pytree of device shardings"):
+        next(stream)
+
+
+def test_device_none_is_the_callers_default_device_in_every_mode():
+    run_with_devices("""
+        import jax, numpy as np
+        from prefetch_generator_jax import create_prefetch_stream
+        target = jax.devices()[2]
+        for mode in ("thread", "grain", "flax"):
+            with jax.default_device(target):
+                stream = create_prefetch_stream(
+                    iter([{"x": np.zeros((4, 3), np.float32)}]), mode=mode, size=1
+                )
+            batch = next(stream)
+            assert batch["x"].devices() == {target}, (mode, batch["x"].devices())
+            assert batch["x"].shape == (4, 3), (mode, batch["x"].shape)
+            getattr(stream, "close", lambda: None)()
+    """)
+
+
+def test_a_named_sharding_replicates_scalars_in_thread_and_grain_modes():
+    run_with_devices("""
+        import jax, numpy as np
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from prefetch_generator_jax import create_prefetch_stream
+        sharding = NamedSharding(jax.make_mesh((4,), ("batch",)), P("batch"))
+        for mode in ("thread", "grain"):
+            source = iter([{"x": np.zeros((8, 2), np.float32), "step": 3}])
+            stream = create_prefetch_stream(source, mode=mode, size=1, device=sharding)
+            batch = next(stream)
+            assert batch["x"].sharding == sharding, mode
+            assert batch["step"].sharding.is_fully_replicated and int(batch["step"]) == 3, mode
+            stream.close()
+    """)
+
+
+# -- item: every error from placing a batch names the leaf ----------------------------
+
+
+@pytest.mark.parametrize("mode", ["thread", "grain"])
+def test_a_python_int_too_large_for_int32_raises_overflow_error_naming_its_path(mode):
+    with pytest.raises(OverflowError, match=r"leaf \['meta'\]\['seed'\] \(int\).*int32"):
+        one_batch(mode, {"x": np.zeros(2), "meta": {"seed": 2**40}})
+
+
+@pytest.mark.parametrize("mode", ["thread", "grain"])
+def test_a_ragged_list_leaf_raises_value_error_naming_its_path(mode):
+    with pytest.raises(ValueError, match=r"leaf \['boxes'\] is a ragged list"):
+        one_batch(mode, {"x": np.zeros(2), "boxes": [[1, 2], [3]]})
+
+
+def test_a_leaf_the_sharding_cannot_split_raises_value_error_naming_its_path():
+    run_with_devices("""
+        import jax, numpy as np
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from prefetch_generator_jax import DevicePrefetcher
+        sharding = NamedSharding(jax.make_mesh((4,), ("batch",)), P("batch"))
+        batch = {"x": np.zeros((8, 2), np.float32), "y": np.zeros((6,), np.float32)}
+        try:
+            next(DevicePrefetcher(1, sharding).prefetch(iter([batch])))
+        except ValueError as error:
+            assert str(error).startswith("cannot put leaf ['y'] (ndarray)"), error
+        else:
+            raise AssertionError("no error")
+    """)
+
+
+# -- item: the private copy is aligned, so JAX aliases it ----------------------------
+
+
+@pytest.mark.parametrize("offset", [0, 1, 8, 16, 33, 63])
+def test_the_private_copy_is_64_byte_aligned_and_aliased_by_jax(offset):
+    from prefetch_generator_jax._device import _aligned_copy
+
+    raw = np.zeros(4096 * 4 + 128, np.uint8)
+    start = offset - raw.ctypes.data % 64 + 64
+    source = raw[start : start + 4096 * 4].view(np.float32)
+    source[:] = np.arange(4096)
+    copy = _aligned_copy(source)
+    assert copy.ctypes.data % 64 == 0 and not np.shares_memory(copy, source)
+    np.testing.assert_array_equal(copy, source)
+    assert jax.device_put(copy).unsafe_buffer_pointer() == copy.ctypes.data
+
+
+def test_an_unaligned_refilled_source_buffer_never_changes_a_delivered_batch():
+    raw = np.zeros(64 * 16 * 4 + 64, np.uint8)
+    start = 4 - raw.ctypes.data % 64 + 64  # 4 bytes past a 64-byte boundary
+    buffer = raw[start : start + 64 * 16 * 4].view(np.float32).reshape(64, 16)
+
+    def refilling():
+        for i in range(8):
+            buffer[:] = i
+            yield buffer
+
+    received = list(DevicePrefetcher(3).prefetch(refilling()))
+    assert [float(b[0, 0]) for b in received] == [float(i) for i in range(8)]
+
+
+# -- the shared iterable check ---------------------------------------------------------
+
+
+class FailingIter:
+    def __iter__(self):
+        raise TypeError("broken inside __iter__")
+
+
+@pytest.mark.parametrize("mode", DEVICE_MODES)
+def test_a_type_error_inside_a_sources_iter_is_not_masked(mode):
+    needs_library(mode)
+    with pytest.raises(TypeError, match="broken inside __iter__"):
+        create_prefetch_stream(FailingIter(), mode=mode, size=2)
+
+
+@pytest.mark.parametrize("mode", ["none", *DEVICE_MODES])
+def test_a_non_iterable_raises_type_error_naming_the_argument_in_every_mode(mode):
+    needs_library(mode)
+    with pytest.raises(TypeError, match="iterator must be an iterable, got int"):
+        create_prefetch_stream(42, mode=mode, size=2)
 
 
 # -- processes ----------------------------------------------------------------
@@ -304,6 +562,42 @@ def test_process_exits_cleanly_while_a_transfer_is_in_flight():
         devices=1,
     )
     assert result.stdout == "exiting\n" and result.stderr == ""
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+@pytest.mark.parametrize("mode", DEVICE_MODES)
+def test_every_mode_exits_cleanly_with_an_open_stream_and_closes_the_source(mode, devices):
+    needs_library(mode)
+    result = run_with_devices(
+        f"""
+        import numpy as np
+        from prefetch_generator_jax import create_prefetch_stream
+        def endless():
+            try:
+                while True:
+                    yield {{"x": np.ones((256, 256), np.float32)}}
+            finally:
+                print("source closed", flush=True)
+        stream = create_prefetch_stream(endless(), mode={mode!r}, size=2)
+        next(stream)
+        print("exiting", flush=True)
+        """,
+        devices=devices,
+    )
+    assert (result.stdout, result.stderr) == ("exiting\nsource closed\n", "")
+
+
+def test_a_grain_dataset_pass_left_open_at_exit_exits_cleanly():
+    pytest.importorskip("grain")
+    result = run_with_devices("""
+        import grain, numpy as np
+        from prefetch_generator_jax import create_prefetch_stream
+        dataset = grain.MapDataset.range(10**6).map(lambda i: np.ones((64, 64))).to_iter_dataset()
+        stream = iter(create_prefetch_stream(dataset, mode="grain", size=2))
+        next(stream)
+        print("exiting", flush=True)
+    """)
+    assert (result.stdout, result.stderr) == ("exiting\n", "")
 
 
 @pytest.mark.parametrize("mode, module", [("grain", "grain"), ("flax", "flax.jax_utils")])
