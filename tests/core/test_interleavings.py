@@ -3,10 +3,11 @@
 Each run lets one side (the producer or the consumer) run alone up to just
 before its n-th shared operation: a buffer or waiter-list call, a flag read or
 write, a wake-up queue call (or until it must sleep). The other side then runs
-until it is about to sleep, or is done; only then does the paused side go on. Whatever n is, both must finish
-with every item delivered once, in order. A GIL switch or, on free-threaded
-CPython, an ordinary preemption can land on any of those points, and random
-stress runs almost never hit the bad ones: this visits each of them.
+until it is about to sleep, or is done; only then does the paused side go
+on. Whatever n is, both must finish with every item delivered once, in order.
+A GIL switch or, on free-threaded CPython, an ordinary preemption can land on
+any of those points, and random stress runs almost never hit the bad ones:
+this visits each of them.
 """
 
 import threading

@@ -510,7 +510,7 @@ def test_the_private_copy_is_64_byte_aligned_and_aliased_by_jax(offset):
 
 def test_an_unaligned_refilled_source_buffer_never_changes_a_delivered_batch():
     raw = np.zeros(64 * 16 * 4 + 64, np.uint8)
-    start = 4 - raw.ctypes.data % 64 + 64  # 4 bytes past a 64-byte boundary
+    start = (4 - raw.ctypes.data) % 64  # 4 bytes past a 64-byte boundary
     buffer = raw[start : start + 64 * 16 * 4].view(np.float32).reshape(64, 16)
 
     def refilling():

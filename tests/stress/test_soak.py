@@ -49,6 +49,8 @@ def test_ten_thousand_dropped_generators_leave_no_threads_and_no_memory():
     try:
         baseline = tracemalloc.get_traced_memory()[0]
         create_consume_drop(10_000, closed)
+        for thread in live_workers():  # dropping requests the stop without waiting
+            thread.join(10)
         gc.collect()
         growth = tracemalloc.get_traced_memory()[0] - baseline
     finally:
