@@ -20,9 +20,10 @@ registered first. Ours stops every live worker, closes what was handed to
 sources get their ``finally`` run and no worker is still inside library code
 (a JAX transfer, say) when the runtime is torn down. To run before the exit
 handlers of libraries imported after this one (JAX's among them), the handler
-moves itself to the end of the list whenever a worker starts and, on Python >=
-3.9, when shutdown begins. Only a library first imported after shutdown has
-begun (by a thread still running then) can get ahead of it.
+moves itself to the end of the list when a worker starts after a module was
+imported and, on Python >= 3.9, when shutdown begins. Only a library first
+imported after shutdown has begun (by a thread still running then) can get
+ahead of it.
 """
 
 import atexit
@@ -152,11 +153,19 @@ def stop_all_workers() -> None:
         worker.thread.join(max(0.0, deadline - monotonic()))
 
 
+_modules_seen = 0
+
+
 def _move_exit_handler_last() -> None:
     # atexit runs handlers last registered first: re-registering puts ours
-    # ahead of those of every library imported so far.
-    atexit.unregister(stop_all_workers)
-    atexit.register(stop_all_workers)
+    # ahead of those of every library imported so far. Libraries register
+    # theirs when imported, so nothing can have got ahead while no module was
+    # imported; and each move leaves a slot behind in atexit's list.
+    global _modules_seen
+    if len(sys.modules) != _modules_seen:
+        _modules_seen = len(sys.modules)
+        atexit.unregister(stop_all_workers)
+        atexit.register(stop_all_workers)
 
 
 def _forget_workers_after_fork() -> None:

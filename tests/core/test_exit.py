@@ -140,9 +140,14 @@ def test_a_generator_created_after_main_returned_gets_its_source_closed_at_exit(
     assert result.stdout == "took 1\nsource finally ran\n"
 
 
+# A library that, as JAX does, registers its exit handler when imported.
 LIBRARY_TEARDOWN = """
-import atexit
-atexit.register(lambda: print("library teardown", flush=True))
+import importlib.util, pathlib, sys, tempfile
+library = pathlib.Path(tempfile.mkdtemp()) / "some_library.py"
+library.write_text("import atexit; atexit.register(lambda: print('library teardown', flush=True))")
+spec = importlib.util.spec_from_file_location("some_library", library)
+sys.modules["some_library"] = module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
 """
 IMPORT_ORDERS = {
     "library imported before prefetch_generator": (LIBRARY_TEARDOWN, ""),
