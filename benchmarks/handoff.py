@@ -1,11 +1,15 @@
-"""Per-item cost of the hand-off, against the plain loop, the floor and the peers.
+"""Per-item cost of the hand-off, against the floor and the peers.
 
 A trivial producer (ints from ``range``) and a trivial consumer (does nothing),
 at max_prefetch 1, 8 and 64. Every contender runs once per round, in an order
 rotated each round, all in this one process; the table shows medians over the
-rounds. The floor is the plain loop plus one two-thread lock ping-pong round
-trip (measured in the same rounds) per max_prefetch + 1 items: the best a
-thread hand-off can do when each side runs dry once per buffer.
+rounds.
+
+The floor is what any thread hand-off must pay (docs/handoff.md): the
+single-threaded data path (a Python loop appending the source's items to a
+deque, plus a Python-level ``__next__`` popping them), plus one thread round
+trip (a two-lock ping-pong, measured in the same rounds) per max_prefetch + 1
+items, because with the GIL each side runs dry once per buffer.
 
     python benchmarks/handoff.py            # quick (about a minute)
     python benchmarks/handoff.py --long     # more items and rounds
@@ -15,6 +19,7 @@ import argparse
 import statistics
 import sys
 import timeit
+from collections import deque
 from time import perf_counter
 
 from peers import contenders, ping_pong_round_trip_s
@@ -30,21 +35,42 @@ def per_item_ns(wrap, k, items):
     return (perf_counter() - started) / items * 1e9
 
 
-def plain_ns(items):
+class Drain:
+    """A Python-level ``__next__`` popping a deque: the consumer's share of the floor."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return self.items.popleft()
+        except IndexError:
+            raise StopIteration from None
+
+
+def data_path_ns(items):
+    """The single-threaded data path: append every item, then pop every item."""
+    buffer = deque()
+    append = buffer.append
     started = perf_counter()
-    for _ in iter(range(items)):
+    for item in iter(range(items)):
+        append(item)
+    for _ in Drain(buffer):
         pass
     return (perf_counter() - started) / items * 1e9
 
 
 def measure(k, items, rounds, wraps):
-    samples = {name: [] for name in ["plain loop", "floor", *wraps]}
+    samples = {name: [] for name in ["data path", "floor", *wraps]}
     for round_ in range(rounds):
         names = list(wraps)
         names = names[round_ % len(names) :] + names[: round_ % len(names)]
-        plain = plain_ns(items)
-        samples["plain loop"].append(plain)
-        samples["floor"].append(plain + ping_pong_round_trip_s(2000) * 1e9 / (k + 1))
+        data_path = data_path_ns(items)
+        samples["data path"].append(data_path)
+        samples["floor"].append(data_path + ping_pong_round_trip_s(2000) * 1e9 / (k + 1))
         for name in names:
             samples[name].append(per_item_ns(wraps[name], k, items))
     return {name: statistics.median(values) for name, values in samples.items()}
@@ -52,12 +78,13 @@ def measure(k, items, rounds, wraps):
 
 def stats_bookkeeping_ns(k):
     """What stats() costs per item: the produced counter, plus the wait accounting
-    (two perf_counter() calls and a locked add) on both sides once per k + 1 items."""
+    (two perf_counter() calls and an add) on both sides once per k + 1 items."""
     channel = Channel(k + 1)
-    repeat = 200_000
-    counter = timeit.timeit("c.produced += 1", globals={"c": channel}, number=repeat)
+    repeat = 1_000_000
+    empty = timeit.timeit("c", globals={"c": channel}, number=repeat)
+    counter = timeit.timeit("c.produced += 1", globals={"c": channel}, number=repeat) - empty
     accounting = timeit.timeit(
-        "s = p()\nwith c.lock: c.producer_wait_s += p() - s",
+        "s = p()\nc.producer_wait_s += p() - s",
         globals={"c": channel, "p": perf_counter},
         number=repeat,
     )
@@ -71,7 +98,8 @@ def main():
     items, rounds = (200_000, 15) if args.long else (20_000, 5)
     found = contenders()
     wraps = {name: wrap for name, wrap in found.items() if wrap is not None}
-    print(f"Python {sys.version.split()[0]}; {items} items x {rounds} rounds per cell")
+    gil = "" if getattr(sys, "_is_gil_enabled", lambda: True)() else " free-threaded, GIL off"
+    print(f"Python {sys.version.split()[0]}{gil}; {items} items x {rounds} rounds per cell")
     missing = [name for name, wrap in found.items() if wrap is None]
     if missing:
         print("not installed:", ", ".join(missing))

@@ -132,16 +132,16 @@ class Channel:
             self.producer_thread = None  # thread idents are reused once a thread ends
 
     def _send_all(self, iterator: Iterator[Any]) -> bool:
-        items, waiters, capacity = self.items, self.waiters, self.capacity
+        items, waiters = self.items, self.waiters
         append = items.append
         for item in iterator:
             append(item)
             self.produced += 1
             if waiters:
                 self._wake_consumer(handoff=GIL_ENABLED)
-            if len(items) >= capacity and not self._wait_for_space(items):
-                return False
-            if self.stop_requested:
+            # A stop sets capacity to 0, so this one check per item also
+            # notices a stop within one source step.
+            if len(items) >= self.capacity and not self._wait_for_space(items):
                 return False
         return True
 
@@ -155,10 +155,9 @@ class Channel:
         self._wake_all_consumers()
 
     def _wait_for_space(self, items: deque) -> bool:
-        capacity = self.capacity
         while True:
             self.producer_waiting = True
-            if len(items) < capacity or self.stop_requested:
+            if self.stop_requested or len(items) < self.capacity:
                 self.producer_waiting = False
                 return not self.stop_requested
             started = perf_counter()
@@ -186,17 +185,28 @@ class Channel:
         Raises the source's exception (once), else ``StopIteration``, when the
         buffer is drained and the stream has ended or been stopped. Raises
         RuntimeError when called from the producer thread (from inside the
-        source), where waiting would deadlock.
+        source), where waiting would deadlock. ``BackgroundGenerator.__next__``
+        tries the buffer itself first and calls this only when it was empty.
         """
-        try:
-            item = self.items.popleft()
-        except IndexError:
-            pass  # raising from in here would chain IndexError to the source's error
-        else:
-            if self.producer_waiting:
-                self._wake_producer_keeping(item)
-            return item
-        return self._wait_and_receive()
+        if get_ident() == self.producer_thread:
+            raise RuntimeError(
+                "next() was called on a BackgroundGenerator from inside its own source"
+            )
+        while True:
+            item = self.poll()
+            if item is not NOTHING:
+                return item
+            waiter = ThreadWaiter()
+            if not self.add_waiter(waiter):
+                continue
+            try:
+                waiter.tokens.get()
+            except BaseException:
+                self.withdraw(waiter)
+                raise
+            if waiter.handoff:
+                self._consumer_resumed.put(None)
+            self.consumer_wait_s += perf_counter() - waiter.since
 
     def poll(self) -> Any:
         """Take the next item if one is buffered, else return ``NOTHING``.
@@ -216,7 +226,7 @@ class Channel:
         except IndexError:
             return NOTHING
         if self.producer_waiting:
-            self._wake_producer_keeping(item)
+            self.wake_producer_keeping(item)
         return item
 
     def add_waiter(self, waiter: Any) -> bool:
@@ -246,27 +256,6 @@ class Channel:
         except ValueError:
             self._wake_consumer()
 
-    def _wait_and_receive(self) -> Any:
-        if get_ident() == self.producer_thread:
-            raise RuntimeError(
-                "next() was called on a BackgroundGenerator from inside its own source"
-            )
-        while True:
-            item = self.poll()
-            if item is not NOTHING:
-                return item
-            waiter = ThreadWaiter()
-            if not self.add_waiter(waiter):
-                continue
-            try:
-                waiter.tokens.get()
-            except BaseException:
-                self.withdraw(waiter)
-                raise
-            if waiter.handoff:
-                self._consumer_resumed.put(None)
-            self.consumer_wait_s += perf_counter() - waiter.since
-
     def _raise_ending(self) -> None:
         try:
             error = self.errors.popleft()
@@ -276,7 +265,8 @@ class Channel:
             raise StopIteration
         raise error
 
-    def _wake_producer_keeping(self, item: Any) -> None:
+    def wake_producer_keeping(self, item: Any) -> None:
+        """Wake the producer after taking ``item``; if interrupted, put ``item`` back."""
         try:
             self._wake_producer()
         except BaseException:
@@ -297,6 +287,7 @@ class Channel:
         Safe inside a finaliser or a signal handler, in any thread.
         """
         self.stop_requested = True
+        self.capacity = 0
         self._producer_wakeup.put(None)
 
     def close(self) -> None:

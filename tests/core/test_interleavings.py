@@ -10,14 +10,16 @@ any of those points, and random stress runs almost never hit the bad ones:
 this visits each of them.
 """
 
+import functools
 import threading
 from collections import deque
 from queue import SimpleQueue
 from threading import get_ident
+from types import SimpleNamespace
 
 import pytest
 
-from prefetch_generator import _channel
+from prefetch_generator import BackgroundGenerator, _channel
 from prefetch_generator._channel import Channel
 
 BOUND_S = 10
@@ -144,6 +146,11 @@ def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
     return schedule.steps[paused_role], outcome, where
 
 
+def receiver(channel):
+    """``next()`` exactly as a BackgroundGenerator runs it, over ``channel``."""
+    return functools.partial(BackgroundGenerator.__next__, SimpleNamespace(_channel=channel))
+
+
 def finite_stream(items):
     def produce(channel):
         if channel.send_all(iter(range(items))):
@@ -151,7 +158,7 @@ def finite_stream(items):
         return "finished"
 
     def consume(channel):
-        return list(iter(channel.receive, object()))  # ends on StopIteration
+        return list(iter(receiver(channel), object()))  # ends on StopIteration
 
     return produce, consume
 
@@ -163,7 +170,8 @@ def stopped_stream(take):
         return sent
 
     def consume(channel):
-        received = [channel.receive() for _ in range(take)]
+        next_item = receiver(channel)
+        received = [next_item() for _ in range(take)]
         channel.request_stop()
         return received
 
