@@ -1,13 +1,9 @@
-"""Overlap and wake latency, against the two-free-threads limit and a bare SimpleQueue.
+"""Overlap: how close loading and compute come to running fully in parallel.
 
-Overlap: producer and consumer each sleep P ms per item (a GIL-releasing load
-and step). The limit is two free threads doing the same sleeps with no
-hand-off at all; a perfect prefetcher matches it.
-
-Wake latency: the consumer is blocked in ``next()``; the producer yields an
-item stamped with ``perf_counter()``; the consumer measures how long the item
-took to reach it. The reference is the same hand-off through a bare
-``queue.SimpleQueue``.
+Producer and consumer each sleep P ms per item (a GIL-releasing load and
+step). The limit is two free threads doing the same sleeps with no hand-off
+at all; a perfect prefetcher matches it. Wake latency has its own script,
+``wake_latency.py``.
 
     python benchmarks/overlap.py            # quick (about 30 s)
     python benchmarks/overlap.py --long
@@ -18,7 +14,6 @@ import statistics
 import sys
 import threading
 import time
-from queue import SimpleQueue
 
 from peers import contenders
 
@@ -51,33 +46,6 @@ def two_free_threads_s(items, seconds):
     return time.perf_counter() - started
 
 
-def stamped_source(items, gap_s):
-    for _ in range(items):
-        time.sleep(gap_s)  # lets the consumer block before each item
-        yield time.perf_counter()
-
-
-def wake_latency_us(wrap, items, gap_s):
-    return [(time.perf_counter() - stamp) * 1e6 for stamp in wrap(stamped_source(items, gap_s), 1)]
-
-
-def simple_queue_latency_us(items, gap_s):
-    queue = SimpleQueue()
-
-    def producer():
-        for stamp in stamped_source(items, gap_s):
-            queue.put(stamp)
-
-    thread = threading.Thread(target=producer)
-    thread.start()
-    latencies = []
-    for _ in range(items):
-        stamp = queue.get()
-        latencies.append((time.perf_counter() - stamp) * 1e6)
-    thread.join()
-    return latencies
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--long", action="store_true", help="5x the items and rounds")
@@ -102,17 +70,6 @@ def main():
         )
         verdicts.append(f"overlap at {seconds * 1e3} ms: {medians[OURS]:.3f}x the limit")
 
-    print("\nWake latency, consumer blocked, us (median / p90)")
-    items, gap_s = 300 * scale, 0.001
-    latencies = {"bare SimpleQueue": simple_queue_latency_us(items, gap_s)}
-    for name, wrap in wraps.items():
-        latencies[name] = wake_latency_us(wrap, items, gap_s)
-    for name, values in latencies.items():
-        values.sort()
-        p90 = values[int(0.9 * len(values))]
-        print(f"{name:<26} {statistics.median(values):>8.1f} / {p90:.1f}")
-    gap = statistics.median(latencies[OURS]) - statistics.median(latencies["bare SimpleQueue"])
-    verdicts.append(f"wake latency: {gap:+.1f} us against a bare SimpleQueue")
     print("\n" + "\n".join(verdicts))
 
 
