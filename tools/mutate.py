@@ -1,0 +1,204 @@
+"""Mutation testing for prefetch_generator: does tests/core fail when the code is wrong?
+
+Each mutant changes one thing in one module of ``prefetch_generator/``: a
+comparison or boolean operator swapped, a condition negated, a constant
+changed, an arithmetic operator swapped, or a statement replaced by ``pass``.
+For each, the package is copied to a scratch directory with the mutant in
+place and ``tests/core`` runs against it (stopping at the first failure, every
+test bounded by ``--timeout``). A mutant is killed when the suite fails. The
+survivors are printed with their place and change: each is either a gap in the
+tests or an equivalent mutant (one that cannot change behaviour).
+
+    python tools/mutate.py                       # every module, 2 at a time
+    python tools/mutate.py --jobs 1 _channel.py  # one module
+"""
+
+import argparse
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "prefetch_generator"
+# Fast, discriminating tests first: most mutants die in the first seconds.
+TEST_ORDER = [
+    "test_compat.py",
+    "test_lifecycle.py",
+    "test_regressions.py",
+    "test_interleavings.py",
+    "test_bad_input.py",
+    "test_async.py",
+    "test_stats.py",
+    "test_property.py",
+    "test_exit.py",
+]
+SWAPS = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.And: ast.Or,
+    ast.Or: ast.And,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+}
+
+
+def deletable(statement):
+    """Statements worth deleting: not docstrings, definitions, imports or ``pass``."""
+    if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
+        return False
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+    return not isinstance(statement, (*kinds, ast.Pass))
+
+
+class Mutant(ast.NodeTransformer):
+    """Applies mutation number ``target``, counting every site in visiting order.
+
+    With a target that is never reached it only counts: ``sites`` is then the
+    number of mutants of the tree.
+    """
+
+    def __init__(self, target):
+        self.target = target
+        self.sites = 0
+        self.applied = None
+
+    def hit(self, node, description):
+        self.sites += 1
+        if self.sites - 1 == self.target:
+            self.applied = (node.lineno, description)
+            return True
+        return False
+
+    def generic_visit(self, node):
+        for field in ("body", "orelse", "finalbody"):
+            statements = getattr(node, field, None)
+            if not isinstance(statements, list):
+                continue
+            for position, statement in enumerate(statements):
+                kind = type(statement).__name__
+                if deletable(statement) and self.hit(statement, f"delete the {kind} statement"):
+                    statements[position] = ast.copy_location(ast.Pass(), statement)
+        return super().generic_visit(node)
+
+    def swap(self, node, operator):
+        swapped = SWAPS.get(type(operator))
+        if swapped and self.hit(node, f"{type(operator).__name__} -> {swapped.__name__}"):
+            return swapped()
+        return operator
+
+    def visit_Compare(self, node):
+        node.ops = [self.swap(node, operator) for operator in node.ops]
+        return self.generic_visit(node)
+
+    def visit_BoolOp(self, node):
+        node.op = self.swap(node, node.op)
+        return self.generic_visit(node)
+
+    visit_BinOp = visit_AugAssign = visit_BoolOp
+
+    def visit_Constant(self, node):
+        value = node.value
+        if isinstance(value, bool):
+            replacement = not value
+        elif isinstance(value, (int, float)):
+            replacement = value + 1
+        else:
+            return node
+        if self.hit(node, f"constant {value!r} -> {replacement!r}"):
+            node.value = replacement
+        return node
+
+    def visit_If(self, node):
+        if self.hit(node, f"negate the {type(node).__name__.lower()} condition"):
+            node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
+        return self.generic_visit(node)
+
+    visit_While = visit_If
+
+    def visit_UnaryOp(self, node):
+        if isinstance(node.op, ast.Not) and self.hit(node, "drop 'not'"):
+            return self.visit(node.operand)
+        return self.generic_visit(node)
+
+
+def all_mutants(module):
+    """(line, description, source) for every mutant of ``module``."""
+    source = module.read_text()
+    counter = Mutant(target=-1)
+    counter.visit(ast.parse(source))
+    mutants = []
+    for target in range(counter.sites):
+        mutant = Mutant(target)
+        tree = mutant.visit(ast.parse(source))
+        mutants.append((*mutant.applied, ast.unparse(ast.fix_missing_locations(tree))))
+    return mutants
+
+
+def run_suite(package_dir, timeout):
+    tests = ROOT / "tests" / "core"
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    command += [f"--timeout={timeout}", *[str(tests / name) for name in TEST_ORDER]]
+    env = dict(os.environ, PYTHONPATH=str(package_dir), PYTHONDONTWRITEBYTECODE="1")
+    try:
+        result = subprocess.run(
+            command,
+            cwd=tests.parent.parent,
+            env=env,
+            capture_output=True,
+            timeout=timeout * 20,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
+def check(module, mutant, timeout):
+    line, description, source = mutant
+    with tempfile.TemporaryDirectory() as scratch:
+        package = Path(scratch) / "prefetch_generator"
+        shutil.copytree(PACKAGE, package)
+        (package / module.name).write_text(source)
+        survived = run_suite(scratch, timeout)
+    return module.name, line, description, survived
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help="module file names (default: all)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=int, default=20, help="seconds per test")
+    args = parser.parse_args()
+    names = args.modules or sorted(p.name for p in PACKAGE.glob("*.py"))
+    modules = [PACKAGE / name for name in names if name != "__main__.py"]
+    work = [(module, mutant) for module in modules for mutant in all_mutants(module)]
+    print(f"{len(work)} mutants in {len(modules)} modules", flush=True)
+    survivors = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(check, module, mutant, args.timeout) for module, mutant in work]
+        for done, future in enumerate(futures, 1):
+            name, line, description, survived = future.result()
+            if survived:
+                survivors.append(f"{name}:{line}: {description}")
+                print(f"[{done}/{len(work)}] SURVIVED {name}:{line}: {description}", flush=True)
+    killed = len(work) - len(survivors)
+    print(f"\nkilled {killed} of {len(work)} mutants ({killed / len(work):.1%})")
+    for survivor in survivors:
+        print("survivor:", survivor)
+
+
+if __name__ == "__main__":
+    main()
