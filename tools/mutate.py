@@ -3,9 +3,10 @@
 Each mutant changes one thing in one module of ``prefetch_generator/``: a
 comparison or boolean operator swapped, a condition negated, a constant
 changed, an arithmetic operator swapped, or a statement replaced by ``pass``.
-For each, the package is copied to a scratch directory with the mutant in
-place and ``tests/core`` runs against it (stopping at the first failure, every
-test bounded by ``--timeout``). A mutant is killed when the suite fails. The
+For each, the package, ``tests/`` and the pytest configuration are copied to a
+scratch directory with the mutant in place, and ``tests/core`` runs there (so
+neither the import path nor the tests' subprocesses can reach the original),
+stopping at the first failure, every test bounded by ``--timeout``. A mutant is killed when the suite fails. The
 survivors are printed with their place and change: each is either a gap in the
 tests or an equivalent mutant (one that cannot change behaviour).
 
@@ -147,15 +148,15 @@ def all_mutants(module):
     return mutants
 
 
-def run_suite(package_dir, timeout):
-    tests = ROOT / "tests" / "core"
+def run_suite(checkout, timeout):
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
-    command += [f"--timeout={timeout}", *[str(tests / name) for name in TEST_ORDER]]
-    env = dict(os.environ, PYTHONPATH=str(package_dir), PYTHONDONTWRITEBYTECODE="1")
+    command += [f"--timeout={timeout}", *[f"tests/core/{name}" for name in TEST_ORDER]]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
     try:
         result = subprocess.run(
             command,
-            cwd=tests.parent.parent,
+            cwd=checkout,
             env=env,
             capture_output=True,
             timeout=timeout * 20,
@@ -169,10 +170,12 @@ def run_suite(package_dir, timeout):
 def check(module, mutant, timeout):
     line, description, source = mutant
     with tempfile.TemporaryDirectory() as scratch:
-        package = Path(scratch) / "prefetch_generator"
-        shutil.copytree(PACKAGE, package)
-        (package / module.name).write_text(source)
-        survived = run_suite(scratch, timeout)
+        checkout = Path(scratch)
+        shutil.copytree(PACKAGE, checkout / PACKAGE.name)
+        shutil.copytree(ROOT / "tests", checkout / "tests")
+        shutil.copy(ROOT / "pyproject.toml", checkout)
+        (checkout / PACKAGE.name / module.name).write_text(source)
+        survived = run_suite(checkout, timeout)
     return module.name, line, description, survived
 
 
@@ -186,14 +189,19 @@ def main():
     modules = [PACKAGE / name for name in names if name != "__main__.py"]
     work = [(module, mutant) for module in modules for mutant in all_mutants(module)]
     print(f"{len(work)} mutants in {len(modules)} modules", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(ROOT, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+        if not run_suite(scratch, args.timeout):
+            sys.exit("tests/core fails on the unmutated package: fix that first")
     survivors = []
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(check, module, mutant, args.timeout) for module, mutant in work]
         for done, future in enumerate(futures, 1):
             name, line, description, survived = future.result()
+            verdict = "SURVIVED" if survived else "killed"
+            print(f"[{done}/{len(work)}] {verdict} {name}:{line}: {description}", flush=True)
             if survived:
                 survivors.append(f"{name}:{line}: {description}")
-                print(f"[{done}/{len(work)}] SURVIVED {name}:{line}: {description}", flush=True)
     killed = len(work) - len(survivors)
     print(f"\nkilled {killed} of {len(work)} mutants ({killed / len(work):.1%})")
     for survivor in survivors:
