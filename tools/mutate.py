@@ -6,9 +6,10 @@ changed, an arithmetic operator swapped, or a statement replaced by ``pass``.
 For each, the package, ``tests/`` and the pytest configuration are copied to a
 scratch directory with the mutant in place, and ``tests/core`` runs there (so
 neither the import path nor the tests' subprocesses can reach the original),
-stopping at the first failure, every test bounded by ``--timeout``. A mutant is killed when the suite fails. The
-survivors are printed with their place and change: each is either a gap in the
-tests or an equivalent mutant (one that cannot change behaviour).
+stopping at the first failure, every test bounded by ``--timeout``. A mutant
+is killed when the suite fails. The survivors are printed with their place and
+change: each is either a gap in the tests or an equivalent mutant (one that
+cannot change behaviour).
 
     python tools/mutate.py                       # every module, 2 at a time
     python tools/mutate.py --jobs 1 _channel.py  # one module
@@ -163,8 +164,8 @@ def run_suite(checkout, timeout):
             start_new_session=True,
         )
     except subprocess.TimeoutExpired:
-        return False
-    return result.returncode == 0
+        return False, "the suite timed out"
+    return result.returncode == 0, result.stdout.decode(errors="replace")
 
 
 def check(module, mutant, timeout):
@@ -175,7 +176,7 @@ def check(module, mutant, timeout):
         shutil.copytree(ROOT / "tests", checkout / "tests")
         shutil.copy(ROOT / "pyproject.toml", checkout)
         (checkout / PACKAGE.name / module.name).write_text(source)
-        survived = run_suite(checkout, timeout)
+        survived, _ = run_suite(checkout, timeout)
     return module.name, line, description, survived
 
 
@@ -191,8 +192,9 @@ def main():
     print(f"{len(work)} mutants in {len(modules)} modules", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copytree(ROOT, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-        if not run_suite(scratch, args.timeout):
-            sys.exit("tests/core fails on the unmutated package: fix that first")
+        passed, output = run_suite(scratch, args.timeout)
+        if not passed:
+            sys.exit(f"{output}\ntests/core fails on the unmutated package: fix that first")
     survivors = []
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(check, module, mutant, args.timeout) for module, mutant in work]
