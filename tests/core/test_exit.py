@@ -204,6 +204,10 @@ def test_a_forked_child_can_use_new_background_generators_and_exits_cleanly():
     assert "child status 0" in result.stdout
 
 
+# A process started in the background by a shell inherits SIGINT ignored, and
+# Python then installs no handler: install the usual one, whatever the parent.
+CTRL_C_HANDLER = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
 SIGINT_CASES = {
     "while the consumer waits": """
         bg = BackgroundGenerator(slow_step())
@@ -253,7 +257,7 @@ FREE_THREADED_MISSES_SIGINT = pytest.mark.xfail(
 def test_ctrl_c_ends_the_program_with_keyboard_interrupt(case):
     env = dict(os.environ, PYTHONPATH=REPO)
     child = subprocess.Popen(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(SIGINT_CASES[case])],
+        [sys.executable, "-c", CTRL_C_HANDLER + PRELUDE + textwrap.dedent(SIGINT_CASES[case])],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
