@@ -15,21 +15,28 @@ exception it raised, or a stop. It promises:
   ``StopIteration``.
 * No lost wake-up, under any interleaving.
 
-How: there is no lock. Every shared change is one C-level call that is atomic
-with or without the GIL (``deque.append``/``popleft``/``remove``,
-``SimpleQueue.put``/``get``) or one attribute store. A side that goes to sleep
-first publishes that it is sleeping (the producer sets ``producer_waiting``; a
-consumer appends a waiter to ``waiters``), then checks the condition again,
-then sleeps. A side that changes the condition does so first, then looks for
-sleepers. Whatever the interleaving, one of the two sees the other, so a
-sleeper is always woken. Wake-ups may be spurious: every sleeper checks again.
+How: there is no lock around the state. Every shared change is one C-level
+call that is atomic with or without the GIL (``deque.append``/``popleft``/
+``remove``, ``SimpleQueue.put``/``get``, ``Lock.release``) or one attribute
+store. A side that goes to sleep first publishes that it is sleeping (the
+producer parks on a fresh ``Lock`` in ``parked``; a consumer appends a waiter
+to ``waiters``), then checks its condition again, then sleeps. A side that
+changes the condition does so first, then looks for sleepers. Whatever the
+interleaving, one of the two sees the other. Wake-ups may be spurious: every
+sleeper checks again.
 
-Because nothing here takes a lock, nothing can deadlock when the garbage
-collector runs a finaliser in the middle of a call, when a signal handler
-raises in the middle of a call (an interrupted receiver takes its waiter back,
-and hands on a wake-up it was sent), or when a lock would be left held.
-``request_stop`` is safe inside a finaliser or a signal handler: a plain store
-and ``SimpleQueue.put``, which CPython documents as reentrant for that use.
+Interrupts: a signal handler (Ctrl-C) may raise between any two bytecodes of
+a receiver. Waking the producer is a single ``Lock.release`` and only the
+producer clears ``parked``, so an interrupted receiver cannot leave it
+asleep; an interrupted waiter takes itself back and hands on a wake-up it was
+sent; an item taken from the buffer goes back to the front if the interrupt
+lands before it is returned (and it is taken by a ``for`` loop, so it cannot
+land between the taking and the store; see ``_taker``). And a
+producer about to park on a full buffer wakes every registered waiter, so
+even a waiter that an interrupt left registered cannot hold the stream.
+
+``request_stop`` is safe inside a finaliser or a signal handler, in any
+thread: attribute stores and a ``Lock.release``, none of which can block.
 
 Latency: when the producer holds the GIL (pure-Python work per item), a
 consumer it wakes would wait up to the switch interval (5 ms) for the GIL. So
@@ -40,8 +47,9 @@ producer blocks until that consumer reports that it runs, for at most
 
 import sys
 from collections import deque
+from itertools import repeat
 from queue import Empty, SimpleQueue
-from threading import get_ident
+from threading import Lock, get_ident
 from time import perf_counter
 from typing import Any, Iterator, Optional
 
@@ -50,11 +58,11 @@ HANDOFF_TIMEOUT_S = 5e-3
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 NOTHING = object()
-"""What ``poll`` returns when no item is buffered and the stream goes on."""
+"""What ``take`` returns when no item is buffered."""
 
 
 class ThreadWaiter:
-    """A consumer thread asleep in ``receive``; ``wake`` may be called from any thread."""
+    """A consumer thread asleep in ``wait``; ``wake`` may be called from any thread."""
 
     __slots__ = ("tokens", "since", "handoff")
 
@@ -64,30 +72,44 @@ class ThreadWaiter:
         self.handoff = False
 
     def wake(self, handoff: bool = False) -> bool:
-        """Wake the thread; with ``handoff``, ask it to report when it runs.
+        """Wake the thread; with ``handoff``, ask it to report when it runs if it slept long.
 
-        Returns whether it will report (it slept long enough to need it).
+        Returns True: a thread can always be woken.
         """
         self.handoff = handoff and perf_counter() - self.since > HANDOFF_AFTER_S
         self.tokens.put(None)
-        return self.handoff
+        return True
 
 
 class LoopWaiter:
     """A coroutine awaiting an item; ``wake`` resolves its future on its event loop."""
 
-    __slots__ = ("loop", "future")
+    __slots__ = ("loop", "future", "since")
+    handoff = False
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
         self.future = loop.create_future()
+        self.since = perf_counter()
 
     def wake(self, handoff: bool = False) -> bool:
+        """Resolve the future from any thread; False if its loop is closed (nobody to wake)."""
         try:
             self.loop.call_soon_threadsafe(_resolve, self.future)
         except RuntimeError:
-            pass  # the loop is closed: nobody is left to wake
-        return False
+            return False
+        return True
+
+
+def _taker(items: deque) -> Iterator[Any]:
+    """An iterator that pops ``items`` from the left, raising IndexError when empty.
+
+    Receivers take items with ``for item in taker: break`` rather than calling
+    ``items.popleft()``: the interpreter handles signals at the end of a call,
+    where a Ctrl-C would lose the item just taken, but never between a
+    ``for`` loop's next item and its store to the loop variable.
+    """
+    return map(type(items).popleft, repeat(items))
 
 
 def _resolve(future: Any) -> None:
@@ -101,8 +123,9 @@ class Channel:
     def __init__(self, capacity: float) -> None:
         self.capacity = capacity
         self.items: deque = deque()
+        self.taker = _taker(self.items)
         self.waiters: deque = deque()
-        self.producer_waiting = False
+        self.parked: Optional[Lock] = None
         self.producer_thread: Optional[int] = None
         self.stop_requested = False
         self.ended = False
@@ -112,7 +135,6 @@ class Channel:
         self.started_at = perf_counter()
         self.producer_wait_s = 0.0
         self.consumer_wait_s = 0.0
-        self._producer_wakeup: SimpleQueue = SimpleQueue()
         self._consumer_resumed: SimpleQueue = SimpleQueue()
 
     # -- producer side ---------------------------------------------------
@@ -126,13 +148,21 @@ class Channel:
         propagate. Call from one producer thread only.
         """
         self.producer_thread = get_ident()
+        items = self.items
         try:
-            return self._send_all(iterator)
+            if self._send_all(iterator, items):
+                return True
         finally:
             self.producer_thread = None  # thread idents are reused once a thread ends
+        if items is not self.items:
+            # close() swapped the buffer out and counted what it held; what
+            # was appended to it since is discarded too.
+            self.discarded += len(items)
+            items.clear()
+        return False
 
-    def _send_all(self, iterator: Iterator[Any]) -> bool:
-        items, waiters = self.items, self.waiters
+    def _send_all(self, iterator: Iterator[Any], items: deque) -> bool:
+        waiters = self.waiters
         append = items.append
         for item in iterator:
             append(item)
@@ -155,21 +185,35 @@ class Channel:
         self._wake_all_consumers()
 
     def _wait_for_space(self, items: deque) -> bool:
-        while True:
-            self.producer_waiting = True
-            if self.stop_requested or len(items) < self.capacity:
-                self.producer_waiting = False
-                return not self.stop_requested
-            started = perf_counter()
-            self._producer_wakeup.get()
-            self.producer_wait_s += perf_counter() - started
+        parked = Lock()
+        parked.acquire()
+        self.parked = parked
+        try:
+            while True:
+                if self.stop_requested:
+                    return False
+                if len(items) < self.capacity:
+                    return True
+                if self.waiters:
+                    # Consumers wait while the buffer is full: only waiters
+                    # an interrupt left registered can be there. Wake them
+                    # all, so they cannot swallow the wake-ups of live ones.
+                    self._wake_all_consumers()
+                started = perf_counter()
+                parked.acquire()
+                self.producer_wait_s += perf_counter() - started
+        finally:
+            self.parked = None
 
     def _wake_consumer(self, handoff: bool = False) -> None:
-        try:
-            waiter = self.waiters.popleft()
-        except IndexError:
-            return  # another thread took it first
-        if waiter.wake(handoff):
+        while True:
+            try:
+                waiter = self.waiters.popleft()
+            except IndexError:
+                return  # nobody waits, or another thread took the waiter first
+            if waiter.wake(handoff):
+                break
+        if waiter.handoff:
             # Give the GIL to the consumer now rather than at the next forced
             # switch; bounded, in case it was interrupted before reporting.
             try:
@@ -179,70 +223,87 @@ class Channel:
 
     # -- consumer side ---------------------------------------------------
 
-    def receive(self) -> Any:
-        """Take the next item, blocking while the buffer is empty.
+    def take(self) -> Any:
+        """Take the next item if one is buffered, else return ``NOTHING``; never blocks.
 
-        Raises the source's exception (once), else ``StopIteration``, when the
-        buffer is drained and the stream has ended or been stopped. Raises
-        RuntimeError when called from the producer thread (from inside the
-        source), where waiting would deadlock. ``BackgroundGenerator.__next__``
-        tries the buffer itself first and calls this only when it was empty.
+        ``BackgroundGenerator.__next__`` inlines this (one frame less per item).
         """
-        if get_ident() == self.producer_thread:
-            raise RuntimeError(
-                "next() was called on a BackgroundGenerator from inside its own source"
-            )
-        while True:
-            item = self.poll()
-            if item is not NOTHING:
-                return item
-            waiter = ThreadWaiter()
-            if not self.add_waiter(waiter):
-                continue
-            try:
-                waiter.tokens.get()
-            except BaseException:
-                self.withdraw(waiter)
-                raise
-            if waiter.handoff:
-                self._consumer_resumed.put(None)
-            self.consumer_wait_s += perf_counter() - waiter.since
-
-    def poll(self) -> Any:
-        """Take the next item if one is buffered, else return ``NOTHING``.
-
-        Raises the ending as ``receive`` does.
-        """
-        item = self._pop()
-        if item is NOTHING and self.ended:
-            item = self._pop()  # the producer appends its last item, then ends
-            if item is NOTHING:
-                self._raise_ending()
-        return item
-
-    def _pop(self) -> Any:
+        item = NOTHING
         try:
-            item = self.items.popleft()
+            for item in self.taker:  # noqa: B007 (see _taker)
+                break
+            if self.parked:
+                self.release_producer()
+            return item
         except IndexError:
             return NOTHING
-        if self.producer_waiting:
-            self.wake_producer_keeping(item)
-        return item
+        except BaseException:
+            if item is not NOTHING:
+                self.items.appendleft(item)  # taken but not returned: still the consumers'
+            raise
+
+    def wait(self) -> None:
+        """Block until an item may be buffered; once the stream has ended and the
+        buffer is drained, raise the ending instead.
+
+        Takes nothing itself: an item is taken only in the frame that returns it
+        (``take``), so that an interrupt cannot strand it in between. Raises
+        RuntimeError when called from the producer thread (from inside the
+        source), where waiting would deadlock.
+        """
+        self.raise_if_drained()
+        waiter = ThreadWaiter()
+        try:
+            if self.add_waiter(waiter):
+                waiter.tokens.get()
+                if waiter.handoff:
+                    self._consumer_resumed.put(None)
+                self.consumer_wait_s += perf_counter() - waiter.since
+        except BaseException:
+            self.withdraw(waiter)
+            raise
+
+    def raise_if_drained(self) -> None:
+        """Raise the ending (the source's exception once, else StopIteration) if the
+        stream has ended and nothing is buffered."""
+        if self.ended and not self.items:  # the producer appends its last item, then ends
+            try:
+                error = self.errors.popleft()
+            except IndexError:
+                error = None
+            if error is None:
+                raise StopIteration
+            raise error
+
+    def release_producer(self) -> None:
+        """Wake the producer if it is parked on a full buffer; from any thread."""
+        parked = self.parked
+        if parked is not None:
+            try:
+                parked.release()
+            except RuntimeError:
+                pass  # released already: the producer is on its way
 
     def add_waiter(self, waiter: Any) -> bool:
         """Register ``waiter`` to be woken by the next item or the ending.
 
         Returns False, with the waiter not registered, when there is no need
-        to wait: an item is buffered or the stream has ended.
+        to wait: an item is buffered or the stream has ended. Raises
+        RuntimeError in the producer thread (from inside the source), where
+        waiting would deadlock.
         """
+        if get_ident() == self.producer_thread:
+            raise RuntimeError(
+                "a BackgroundGenerator was iterated from inside its own source: "
+                "it would wait for itself"
+            )
         self.waiters.append(waiter)
         if self.items or self.ended:
             self.withdraw(waiter)
             return False
-        if self.producer_waiting:
-            # A receiver interrupted between its popleft and its wake-up of
-            # the producer leaves it asleep on a buffer with room: wake it.
-            self._wake_producer()
+        # A receiver interrupted between taking an item and its check of
+        # ``parked`` leaves the producer parked on a buffer with room.
+        self.release_producer()
         return True
 
     def withdraw(self, waiter: Any) -> None:
@@ -256,29 +317,6 @@ class Channel:
         except ValueError:
             self._wake_consumer()
 
-    def _raise_ending(self) -> None:
-        try:
-            error = self.errors.popleft()
-        except IndexError:
-            error = None
-        if error is None:
-            raise StopIteration
-        raise error
-
-    def wake_producer_keeping(self, item: Any) -> None:
-        """Wake the producer after taking ``item``; if interrupted, put ``item`` back."""
-        try:
-            self._wake_producer()
-        except BaseException:
-            # Interrupted (Ctrl-C) after taking the item: it is still the
-            # consumers', so it goes back to the front of the buffer.
-            self.items.appendleft(item)
-            raise
-
-    def _wake_producer(self) -> None:
-        self.producer_waiting = False
-        self._producer_wakeup.put(None)
-
     # -- either side -----------------------------------------------------
 
     def request_stop(self) -> None:
@@ -288,7 +326,7 @@ class Channel:
         """
         self.stop_requested = True
         self.capacity = 0
-        self._producer_wakeup.put(None)
+        self.release_producer()
 
     def close(self) -> None:
         """Stop now: discard buffered items, end the stream, wake everyone.
@@ -296,8 +334,11 @@ class Channel:
         Not for finalisers (see ``request_stop``).
         """
         self.request_stop()
-        discarded, self.items = self.items, deque()
+        items = deque()
+        self.taker = _taker(items)
+        discarded, self.items = self.items, items
         self.discarded += len(discarded)
+        discarded.clear()
         self.errors.clear()
         self.ended = True
         self._wake_all_consumers()
@@ -312,7 +353,7 @@ class Channel:
 
     def on_fork_in_child(self) -> None:
         """End a copy inherited by a forked child, where its producer does not exist."""
-        self._producer_wakeup = SimpleQueue()
-        self._consumer_resumed = SimpleQueue()
+        self.parked = None
         self.waiters = deque()
+        self._consumer_resumed = SimpleQueue()
         self.close()

@@ -5,7 +5,7 @@ never touches the source (a DataLoader's ``__iter__`` starts worker processes).
 """
 
 import operator
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 
 def checked_max_prefetch(max_prefetch: object, name: str = "max_prefetch") -> int:
@@ -25,14 +25,26 @@ def checked_max_prefetch(max_prefetch: object, name: str = "max_prefetch") -> in
     raise TypeError(f"{name} must be an int, got {type(max_prefetch).__name__} {max_prefetch!r}")
 
 
+def checked_timeout(timeout: object) -> Optional[float]:
+    """``timeout`` as seconds >= 0, or None (no bound); TypeError or ValueError naming it."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+    return float(timeout)
+
+
 def check_iterable(iterable: object, name: str) -> None:
     """TypeError naming ``name`` unless ``iterable``'s type can be iterated.
 
     Checked on the type rather than by catching ``iter()``'s TypeError, which
-    would also hide a TypeError raised inside a real ``__iter__``.
+    would also hide a TypeError raised inside a real ``__iter__``. A type may
+    set ``__iter__ = None`` to say it is not iterable.
     """
     kind = type(iterable)
-    if not (hasattr(kind, "__iter__") or hasattr(kind, "__getitem__")):
+    if getattr(kind, "__iter__", None) is None and getattr(kind, "__getitem__", None) is None:
         raise TypeError(f"{name} must be an iterable, got {kind.__name__}")
 
 

@@ -1,6 +1,7 @@
 """``background`` (alias ``prefetch``): run a generator function in the background."""
 
 import functools
+import inspect
 from typing import Any, Callable, Iterable, TypeVar, overload
 
 from ._background import BackgroundGenerator
@@ -33,7 +34,10 @@ def background(max_prefetch: Any = 1) -> Any:
     """
     if callable(max_prefetch) or isinstance(max_prefetch, (classmethod, staticmethod)):
         return _decorate(max_prefetch, 1)
-    max_prefetch = checked_max_prefetch(max_prefetch)
+    try:
+        max_prefetch = checked_max_prefetch(max_prefetch)
+    except TypeError as error:
+        raise TypeError(f"{error}; or @background decorates a generator function") from None
 
     def decorator(function: GeneratorFunction[T]) -> BackgroundFunction[T]:
         return _decorate(function, max_prefetch)
@@ -46,6 +50,11 @@ def _decorate(function: Any, max_prefetch: int) -> Any:
         return type(function)(_decorate(function.__func__, max_prefetch))
     if not callable(function):
         raise TypeError(f"background(...) decorates a callable, got {type(function).__name__}")
+    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+        raise TypeError(
+            "background(...) runs a synchronous generator in a thread; "
+            f"{function.__qualname__} is an async function"
+        )
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> BackgroundGenerator[T]:

@@ -15,10 +15,12 @@ as the step in flight returns.
 Interpreter exit behaves as the same program would without prefetching. Python
 first joins the program's non-daemon threads; workers are daemon threads and
 keep feeding those, so they get every item. Then ``atexit`` handlers run, last
-registered first. Ours stops every live worker, closes what was handed to
-``close_at_exit``, and joins the workers within ``EXIT_TIMEOUT_S`` in all, so
+registered first. Ours stops every live worker and joins them within
+``EXIT_TIMEOUT_S`` in all, then closes what was handed to ``close_at_exit``, so
 sources get their ``finally`` run and no worker is still inside library code
-(a JAX transfer, say) when the runtime is torn down. To run before the exit
+(a JAX transfer, say) when the runtime is torn down. A BackgroundGenerator
+created in an exit handler that runs after ours is not stopped for it: close
+it there (``close()`` and ``with`` still wait for their worker). To run before the exit
 handlers of libraries imported after this one (JAX's among them), the handler
 moves itself to the end of the list when a worker starts after a module was
 imported and, on Python >= 3.9, when shutdown begins. Only a library first
@@ -30,6 +32,7 @@ import atexit
 import os
 import sys
 import threading
+import traceback
 import weakref
 from collections import deque
 from time import monotonic
@@ -47,8 +50,6 @@ _close_at_exit: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 class Worker:
     """A started daemon thread that sends ``iterator``'s items into ``channel``."""
-
-    interpreter_exiting = False
 
     def __init__(
         self,
@@ -80,7 +81,7 @@ class Worker:
     def stop(self, timeout: Optional[float]) -> None:
         """End the stream now and wait up to ``timeout`` s for the thread to end."""
         self.channel.close()
-        if not self.interpreter_exiting and self.thread is not threading.current_thread():
+        if self.thread is not threading.current_thread():
             self.thread.join(timeout)
 
 
@@ -98,30 +99,49 @@ def _run(
     except BaseException as error:
         channel.finish(error)
     finally:
-        del iterator
-        if close_source is not None:
-            try:
-                close_source()
-            except BaseException as error:
-                sys.unraisablehook(_Unraisable(error, close_source))
-        worker.finished = True
-        _live.pop(worker, None)
-        while worker.exit_waiters:
-            worker.exit_waiters.popleft().wake()
+        try:
+            del iterator
+            if close_source is not None:
+                try:
+                    close_source()
+                except BaseException as error:
+                    report_unraisable(error, "while closing the source of a BackgroundGenerator")
+        finally:
+            worker.finished = True
+            _live.pop(worker, None)
+            while worker.exit_waiters:
+                worker.exit_waiters.popleft().wake()
+
+
+def report_unraisable(error: BaseException, where: str) -> None:
+    """Report ``error``, which has no caller to go to, as CPython reports its own.
+
+    ``sys.unraisablehook`` gets the error; the default hook accepts only
+    CPython's own argument type, which cannot be built from Python, so for it
+    the report is written to stderr in the same form.
+    """
+    hook = sys.unraisablehook
+    if hook is sys.__unraisablehook__:
+        lines = traceback.format_exception(type(error), error, error.__traceback__)
+        sys.stderr.write(f"Exception ignored {where}:\n{''.join(lines)}")
+        return
+    try:
+        hook(_Unraisable(error, f"Exception ignored {where}"))
+    except Exception:
+        pass  # a failing hook must not stop the worker from ending cleanly
 
 
 class _Unraisable:
-    """The argument ``sys.unraisablehook`` expects, for a failing source close."""
+    """The argument ``sys.unraisablehook`` expects, for an error with no caller."""
 
     exc_value: BaseException
-    object: object
+    object: object = None
 
-    def __init__(self, error: BaseException, closer: object) -> None:
+    def __init__(self, error: BaseException, err_msg: str) -> None:
         self.exc_type = type(error)
         self.exc_value = error
         self.exc_traceback = error.__traceback__
-        self.err_msg = "Exception ignored while closing the source of a BackgroundGenerator"
-        self.object = closer
+        self.err_msg = err_msg
 
 
 def close_at_exit(closeable: Any) -> None:
@@ -135,42 +155,57 @@ def close_at_exit(closeable: Any) -> None:
 
 
 def stop_all_workers() -> None:
-    """Stop every live worker, close the registered closeables, and join the workers.
+    """Stop and join every live worker, then close what was handed to ``close_at_exit``.
 
-    Bounded by ``EXIT_TIMEOUT_S`` in all.
+    The workers are joined within ``EXIT_TIMEOUT_S`` in all, and only then are
+    the closeables closed, so none is closed while a worker is inside it.
+    Closing a closeable is not bounded here (Grain's iterators join their own
+    threads).
     """
-    Worker.interpreter_exiting = True
     workers = list(_live)
     for worker in workers:
         worker.channel.close()
+    deadline = monotonic() + EXIT_TIMEOUT_S
+    for worker in workers:
+        worker.thread.join(max(0.0, deadline - monotonic()))
     for closeable in list(_close_at_exit):
         try:
             closeable.close()
         except Exception as error:
-            sys.unraisablehook(_Unraisable(error, closeable))
-    deadline = monotonic() + EXIT_TIMEOUT_S
-    for worker in workers:
-        worker.thread.join(max(0.0, deadline - monotonic()))
+            report_unraisable(error, f"while closing {closeable!r} at exit")
 
 
 _modules_seen = 0
 
 
 def _move_exit_handler_last() -> None:
-    # atexit runs handlers last registered first: re-registering puts ours
-    # ahead of those of every library imported so far. Libraries register
-    # theirs when imported, so nothing can have got ahead while no module was
-    # imported; and each move leaves a slot behind in atexit's list.
+    """Put our exit handler ahead of those of the libraries imported so far.
+
+    atexit runs handlers last registered first. Libraries register theirs when
+    imported, so nothing can have got ahead while no module was imported; and
+    each move leaves a slot behind in atexit's list. Once shutdown has begun
+    it is too late: moving while atexit runs its handlers would put ours
+    where it is never reached.
+    """
+    if len(sys.modules) != _modules_seen and threading.main_thread().is_alive():
+        _move_now()
+
+
+def _move_now() -> None:
     global _modules_seen
-    if len(sys.modules) != _modules_seen:
-        _modules_seen = len(sys.modules)
+    _modules_seen = len(sys.modules)
+    try:
         atexit.unregister(stop_all_workers)
-        atexit.register(stop_all_workers)
+    except Exception:
+        pass  # a registered callable whose __eq__ raises ends the search early
+    atexit.register(stop_all_workers)
 
 
 def _forget_workers_after_fork() -> None:
     for worker in list(_live):
         worker.channel.on_fork_in_child()
+        worker.finished = True
+        worker.exit_waiters.clear()  # coroutines of the parent's event loops
     _live.clear()
 
 
@@ -179,4 +214,4 @@ os.register_at_fork(after_in_child=_forget_workers_after_fork)
 if hasattr(threading, "_register_atexit"):
     # Python >= 3.9 runs these when shutdown begins, before joining the
     # program's threads: catch the libraries imported since the last worker.
-    threading._register_atexit(_move_exit_handler_last)
+    threading._register_atexit(_move_now)

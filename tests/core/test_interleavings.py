@@ -2,7 +2,7 @@
 
 Each run lets one side (the producer or the consumer) run alone up to just
 before its n-th shared operation: a buffer or waiter-list call, a flag read or
-write, a wake-up queue call (or until it must sleep). The other side then runs
+write, a park or wake-up call (or until it must sleep). The other side then runs
 until it is about to sleep, or is done; only then does the paused side go
 on. Whatever n is, both must finish with every item delivered once, in order.
 A GIL switch or, on free-threaded CPython, an ordinary preemption can land on
@@ -99,21 +99,38 @@ def instrumented_channel(schedule, capacity):
 
         return property(get, set_)
 
+    class TrackedLock:
+        """The producer parks on one of these: a Lock whose calls are steps."""
+
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def acquire(self):
+            schedule.step()
+            if self.lock.locked():
+                schedule.cannot_go_on()
+            return self.lock.acquire()
+
+        def release(self):
+            schedule.step()
+            self.lock.release()
+
     class TrackedChannel(Channel):
-        producer_waiting = tracked_flag("producer_waiting")
+        parked = tracked_flag("parked")
         stop_requested = tracked_flag("stop_requested")
         ended = tracked_flag("ended")
+        capacity = tracked_flag("capacity")
 
     channel = TrackedChannel(capacity)
     channel.items, channel.waiters = TrackedDeque(), TrackedDeque()
-    channel._producer_wakeup = TrackedQueue()
-    return channel, TrackedQueue
+    channel.taker = _channel._taker(channel.items)
+    return channel, TrackedQueue, TrackedLock
 
 
 def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
     """Run ``scenario`` with one side paused; return how many steps that side took."""
     schedule = Schedule(paused_role, pause_at)
-    channel, queue_type = instrumented_channel(schedule, capacity)
+    channel, queue_type, lock_type = instrumented_channel(schedule, capacity)
 
     class TrackedThreadWaiter(_channel.ThreadWaiter):
         __slots__ = ()
@@ -123,6 +140,7 @@ def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
             self.tokens = queue_type()
 
     monkeypatch.setattr(_channel, "ThreadWaiter", TrackedThreadWaiter)
+    monkeypatch.setattr(_channel, "Lock", lock_type)
     outcome = {}
 
     def as_role(role, body):
@@ -188,15 +206,19 @@ def every_pause_point(monkeypatch, paused_role, capacity, scenario, check):
 
 
 @pytest.mark.parametrize("paused_role", ["producer", "consumer"])
-@pytest.mark.parametrize("capacity", [1, 2])
-def test_no_pause_point_loses_a_wake_up_or_an_item(monkeypatch, paused_role, capacity):
-    items = 4
-
+@pytest.mark.parametrize(
+    ("capacity", "items"),
+    [(1, 4), (2, 4), (8, 2)],
+    ids=["buffer of 1", "buffer of 2", "stream ends before the buffer fills"],
+)
+def test_no_pause_point_loses_a_wake_up_an_item_or_the_end(
+    monkeypatch, paused_role, capacity, items
+):
     def check(outcome, where):
         assert outcome == {"producer": "finished", "consumer": list(range(items))}, where
 
     steps = every_pause_point(monkeypatch, paused_role, capacity, finite_stream(items), check)
-    assert steps > 10  # the instrumentation really sees the protocol
+    assert steps > 5  # the instrumentation really sees the protocol
 
 
 @pytest.mark.parametrize("paused_role", ["producer", "consumer"])

@@ -148,7 +148,7 @@ def test_the_bound_holds_before_the_first_next_and_after_each(max_prefetch):
     bg = BackgroundGenerator(source(), max_prefetch)
     for consumed in range(50):
         deadline = time.monotonic() + 10
-        while not bg._channel.producer_waiting and time.monotonic() < deadline:
+        while not bg._channel.parked and time.monotonic() < deadline:
             time.sleep(0.0005)  # waits for a state, bounded; not a fixed delay
         assert len(taken) - consumed <= max_prefetch + 1
         next(bg)

@@ -1,0 +1,285 @@
+"""Breaks found by an adversarial review, each pinned by a test."""
+
+import asyncio
+import os
+import sys
+import threading
+import time
+
+import pytest
+from test_exit import NO_NEW_THREADS_IN_SHUTDOWN, run_python
+
+from conftest import live_workers
+from prefetch_generator import BackgroundGenerator, _background, _channel, background
+
+
+class Interrupt(BaseException):
+    """What a signal handler raises (Ctrl-C raises KeyboardInterrupt)."""
+
+
+def slow_source(items):
+    for item in range(items):
+        time.sleep(0.002)  # a slow producer: the consumer waits for each item
+        yield item
+
+
+def consume_interrupted_at(line_event, items):
+    """Consume ``items`` with an Interrupt raised at the ``line_event``-th line run
+    by the hand-off in this thread; keep iterating after it, as a notebook user would.
+    Returns (received, line events seen, the generator)."""
+    files = {_channel.__file__, _background.__file__}
+    seen = [0]
+
+    def local(frame, event, arg):
+        if event == "line":
+            seen[0] += 1
+            if seen[0] == line_event:
+                raise Interrupt
+        return local
+
+    def calls(frame, event, arg):
+        return local if frame.f_code.co_filename in files else None
+
+    bg = BackgroundGenerator(slow_source(items), max_prefetch=1)
+    received = []
+    sys.settrace(calls)
+    try:
+        while True:
+            try:
+                for item in bg:
+                    received.append(item)
+                break
+            except Interrupt:
+                continue
+    finally:
+        sys.settrace(None)
+    return received, seen[0], bg
+
+
+def test_an_interrupt_at_any_line_of_next_loses_nothing_and_leaves_no_waiter():
+    items = 5
+    _, lines, _ = consume_interrupted_at(0, items)
+    assert lines > 20
+    for line_event in range(1, lines + 1):
+        received, _, bg = consume_interrupted_at(line_event, items)
+        where = f"interrupted at line event {line_event}"
+        assert received == list(range(items)), where
+        assert not bg._channel.waiters, where
+        bg.close()
+
+
+def test_an_error_closing_the_source_is_reported_and_the_worker_still_ends():
+    result = run_python("""
+        def fails_on_close():
+            try:
+                while True:
+                    yield 1
+            finally:
+                raise ValueError("cleanup failed")
+        bg = BackgroundGenerator(fails_on_close())
+        next(bg)
+        bg.close()
+        print("running:", bg.is_running(), flush=True)
+    """)
+    assert result.returncode == 0
+    assert result.stdout == "running: False\n"
+    assert result.stderr.startswith(
+        "Exception ignored while closing the source of a BackgroundGenerator:\nTraceback"
+    )
+    assert result.stderr.rstrip().endswith("ValueError: cleanup failed")
+
+
+@NO_NEW_THREADS_IN_SHUTDOWN
+def test_a_generator_created_in_an_exit_handler_after_an_import_keeps_the_exit_handler():
+    result = run_python("""
+        import atexit, tempfile, pathlib
+        bg = BackgroundGenerator(endless(), max_prefetch=2)
+        next(bg)
+        folder = tempfile.mkdtemp()
+        pathlib.Path(folder, "late_module.py").write_text("")
+        sys.path.insert(0, folder)
+        def at_exit():
+            import late_module
+            with BackgroundGenerator(endless(), max_prefetch=2) as late:
+                next(late)
+        atexit.register(at_exit)
+    """)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "source finally ran\nsource finally ran\n"
+
+
+@NO_NEW_THREADS_IN_SHUTDOWN
+def test_with_in_an_exit_handler_that_runs_after_ours_still_closes_the_source():
+    result = run_python(
+        "",
+        before="""
+        import atexit
+        def save_at_exit():
+            with BackgroundGenerator(endless()) as bg:
+                next(bg)
+            print("running:", bg.is_running(), flush=True)
+        atexit.register(save_at_exit)
+        """,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "source finally ran\nrunning: False\n"
+
+
+def test_a_closeable_registered_for_exit_is_closed_only_after_its_worker_left_it():
+    result = run_python("""
+        from prefetch_generator._worker import close_at_exit
+        class Source:
+            inside = False
+            def __iter__(self):
+                return self
+            def __next__(self):
+                self.inside = True
+                time.sleep(0.2)
+                self.inside = False
+                return 1
+            def close(self):
+                print("closed in", threading.current_thread().name, "inside:", self.inside)
+        source = Source()
+        close_at_exit(source)
+        bg = BackgroundGenerator(source)
+        next(bg)
+    """)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[0] == "closed in prefetch_generator inside: False"
+    assert "inside: True" not in result.stdout
+
+
+def test_an_exit_handler_whose_eq_raises_does_not_cost_ours():
+    result = run_python("""
+        import atexit, json
+        class Odd:
+            def __call__(self):
+                pass
+            def __eq__(self, other):
+                raise TypeError("ambiguous comparison")
+            __hash__ = object.__hash__
+        atexit.register(Odd())
+        import fractions, decimal  # new modules: the handler moves on the next start
+        bg = BackgroundGenerator(endless(), max_prefetch=2)
+        next(bg)
+    """)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "source finally ran\n"
+
+
+def test_a_waiter_whose_event_loop_is_closed_hands_its_wake_up_on():
+    release = threading.Event()
+
+    def source():
+        assert release.wait(10)
+        yield "item"
+
+    bg = BackgroundGenerator(source())
+    loop = asyncio.new_event_loop()
+    # What an awaiting __anext__ leaves registered when its loop is abandoned.
+    assert bg._channel.add_waiter(_channel.LoopWaiter(loop))
+    loop.close()
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(next(bg)), daemon=True)
+    consumer.start()
+    deadline = time.monotonic() + 10
+    while len(bg._channel.waiters) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)  # waits for a state, bounded: both waiters registered
+    release.set()
+    consumer.join(10)
+    assert got == ["item"]
+    bg.close()
+
+
+def test_stats_count_nothing_consumed_after_a_close_during_a_step():
+    entered, release = threading.Event(), threading.Event()
+
+    def source():
+        entered.set()
+        assert release.wait(10)
+        yield 1
+
+    bg = BackgroundGenerator(source())
+    assert entered.wait(10)
+    bg.close(timeout=0)
+    release.set()
+    bg._worker.thread.join(10)
+    stats = bg.stats()
+    assert (stats.produced, stats.consumed) == (1, 0)
+
+
+def test_an_async_consumer_waiting_on_a_slow_source_makes_it_the_bottleneck():
+    async def main():
+        bg = BackgroundGenerator(slow_source(20))
+        async for _ in bg:
+            pass
+        return bg.stats()
+
+    stats = asyncio.run(asyncio.wait_for(main(), 30))
+    assert stats.consumer_wait_s > 0 and stats.bottleneck == "producer"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_an_inherited_generator_is_not_running_in_a_forked_child():
+    result = run_python("""
+        import warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
+        bg = BackgroundGenerator(endless(), max_prefetch=2)
+        next(bg)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if not bg.is_running() and list(bg) == [] else 1)
+        print("child status", os.waitpid(pid, 0)[1], flush=True)
+    """)
+    assert "child status 0" in result.stdout
+
+
+def test_awaiting_a_generator_from_inside_its_own_source_raises_runtime_error():
+    holder, assigned = {}, threading.Event()
+
+    def source():
+        yield 1
+        assert assigned.wait(10)
+        yield asyncio.run(holder["bg"].__anext__())
+
+    holder["bg"] = bg = BackgroundGenerator(source())
+    assigned.set()
+    assert next(bg) == 1
+    with pytest.raises(RuntimeError, match="from inside its own source"):
+        next(bg)
+    bg.close()
+
+
+def test_background_over_something_not_callable_names_both_forms():
+    with pytest.raises(TypeError, match="max_prefetch must be an int.*decorates a generator"):
+        background(property(lambda self: 1))
+
+
+@pytest.mark.parametrize("kind", ["async def", "async generator"])
+def test_background_refuses_async_functions_when_decorating(kind):
+    async def coroutine():
+        pass
+
+    async def async_generator():
+        yield 1
+
+    function = coroutine if kind == "async def" else async_generator
+    with pytest.raises(TypeError, match="synchronous generator.*async function"):
+        background(2)(function)
+
+
+def test_a_type_that_sets_iter_to_none_gets_the_named_error():
+    class NotIterable:
+        __iter__ = None
+
+    with pytest.raises(TypeError, match="generator must be an iterable, got NotIterable"):
+        BackgroundGenerator(NotIterable())
+    assert live_workers() == []
+
+
+@pytest.mark.parametrize("timeout", ["soon", -1.0, float("nan")])
+def test_a_bad_close_timeout_is_refused_before_anything_closes(timeout):
+    with BackgroundGenerator(range(3)) as bg:
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            bg.close(timeout)
+        assert list(bg) == [0, 1, 2]
