@@ -90,11 +90,10 @@ class BackgroundGenerator(Generic[T]):
             # returns it, so an interrupt cannot strand it.
             item = NOTHING
             try:
-                for item in channel.taker:  # noqa: B007 (see _channel._taker)
-                    break
-                if channel.parked:
-                    channel.release_producer()
-                return item
+                for item in channel.taker:
+                    if channel.parked:
+                        channel.release_producer()
+                    return item
             except IndexError:
                 pass  # empty; raising from in here would chain IndexError to the source's error
             except BaseException:

@@ -51,7 +51,7 @@ from itertools import repeat
 from queue import Empty, SimpleQueue
 from threading import Lock, get_ident
 from time import perf_counter
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 HANDOFF_AFTER_S = 200e-6
 HANDOFF_TIMEOUT_S = 5e-3
@@ -101,15 +101,18 @@ class LoopWaiter:
         return True
 
 
-def _taker(items: deque) -> Iterator[Any]:
+def _taker(items: deque, deliver: Optional[Callable[[Any], Any]]) -> Iterator[Any]:
     """An iterator that pops ``items`` from the left, raising IndexError when empty.
 
-    Receivers take items with ``for item in taker: break`` rather than calling
+    Receivers take items with ``for item in taker:`` rather than calling
     ``items.popleft()``: the interpreter handles signals at the end of a call,
     where a Ctrl-C would lose the item just taken, but never between a
-    ``for`` loop's next item and its store to the loop variable.
+    ``for`` loop's next item and its store to the loop variable. ``deliver``,
+    if given, maps each buffered entry to the item delivered (and may end the
+    ``for`` loop with StopIteration, which sends the receiver to ``wait``).
     """
-    return map(type(items).popleft, repeat(items))
+    takes = map(type(items).popleft, repeat(items))
+    return takes if deliver is None else map(deliver, takes)
 
 
 def _resolve(future: Any) -> None:
@@ -120,10 +123,11 @@ def _resolve(future: Any) -> None:
 class Channel:
     """A bounded single-producer, multi-consumer hand-off with one ending."""
 
-    def __init__(self, capacity: float) -> None:
+    def __init__(self, capacity: float, deliver: Optional[Callable[[Any], Any]] = None) -> None:
         self.capacity = capacity
+        self.deliver = deliver
         self.items: deque = deque()
-        self.taker = _taker(self.items)
+        self.taker = _taker(self.items, deliver)
         self.waiters: deque = deque()
         self.parked: Optional[Lock] = None
         self.producer_thread: Optional[int] = None
@@ -226,21 +230,23 @@ class Channel:
     def take(self) -> Any:
         """Take the next item if one is buffered, else return ``NOTHING``; never blocks.
 
+        ``NOTHING`` also when ``deliver`` ended the taking (see ``_taker``).
+
         ``BackgroundGenerator.__next__`` inlines this (one frame less per item).
         """
         item = NOTHING
         try:
-            for item in self.taker:  # noqa: B007 (see _taker)
-                break
-            if self.parked:
-                self.release_producer()
-            return item
+            for item in self.taker:
+                if self.parked:
+                    self.release_producer()
+                return item
         except IndexError:
-            return NOTHING
+            pass
         except BaseException:
             if item is not NOTHING:
                 self.items.appendleft(item)  # taken but not returned: still the consumers'
             raise
+        return NOTHING
 
     def wait(self) -> None:
         """Block until an item may be buffered; once the stream has ended and the
@@ -335,7 +341,7 @@ class Channel:
         """
         self.request_stop()
         items = deque()
-        self.taker = _taker(items)
+        self.taker = _taker(items, self.deliver)
         discarded, self.items = self.items, items
         self.discarded += len(discarded)
         discarded.clear()
