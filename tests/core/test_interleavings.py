@@ -123,7 +123,7 @@ def instrumented_channel(schedule, capacity):
 
     channel = TrackedChannel(capacity)
     channel.items, channel.waiters = TrackedDeque(), TrackedDeque()
-    channel.taker = _channel._taker(channel.items)
+    channel.taker = _channel._taker(channel.items, None)
     return channel, TrackedQueue, TrackedLock
 
 
