@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional
 from prefetch_generator import BackgroundGenerator
 from prefetch_generator._checks import iterate
 
-from ._device import DeviceStage, mapped, resolve_device
+from ._device import DeviceStage, Mapped, resolve_device
 
 
 def checked_size(name: str, value: object) -> int:
@@ -66,6 +66,6 @@ class DevicePrefetcher:
         """
         stage = DeviceStage(self.device)
         source = iterate(iterator, "iterator")
-        return BackgroundGenerator(mapped(source, stage), self.buffer_size)
+        return BackgroundGenerator(Mapped(source, stage), self.buffer_size)
 
     start_prefetch = prefetch
