@@ -5,6 +5,11 @@ guarantee of the core holds: ``close()`` and ``with`` (bounded; the source is
 closed in the worker thread), clean-up when dropped or at interpreter exit,
 every exception from the source or the transfer re-raised in the consumer,
 ``stats()``. ``buffer_size`` batches wait ready, plus the one being received.
+
+Checkpointing passes through both: over a source with ``state_dict()`` or
+``get_state()`` (a Grain ``DatasetIterator``, a ``StatefulDataLoader``), the
+returned BackgroundGenerator's method of that name gives the source's state
+as of the last batch it delivered, however many stages are stacked.
 """
 
 import operator
