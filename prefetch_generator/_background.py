@@ -380,7 +380,13 @@ class _Delivered:
         return item
 
     def latest(self, name: str) -> Any:
-        # copy() is one C call, atomic with or without the GIL, while
-        # consumers append; iterating the deque itself could see it change.
-        record = max(self.recent.copy(), key=_sequence_number)
-        return record[1 + self.names.index(name)]
+        while True:
+            try:
+                records = self.recent.copy()
+            except RuntimeError:
+                # Free-threaded builds only: a consumer appended during the
+                # copy, which then refuses to go on. With the GIL, copy() is
+                # one C call no append can interrupt.
+                continue
+            record = max(records, key=_sequence_number)
+            return record[1 + self.names.index(name)]

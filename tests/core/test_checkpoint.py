@@ -194,6 +194,41 @@ def test_several_consumer_threads_the_state_follows_every_item_delivered():
     bg.close()
 
 
+def test_state_reads_during_consumption_never_fail_nor_go_back():
+    # On free-threaded builds a read copies the records while consumers
+    # append to them: the copy must be retried, not raise.
+    items = 500
+    bg = BackgroundGenerator(Counter(items), 8)
+    consumed = threading.Event()
+    readings, errors = [], []
+
+    def read():
+        while not consumed.is_set():
+            try:
+                readings.append(bg.state_dict()["next"])
+            except BaseException as error:
+                errors.append(error)
+                return
+
+    def consume():
+        for _ in bg:
+            pass
+
+    reader = threading.Thread(target=read)
+    consumers = [threading.Thread(target=consume) for _ in range(3)]
+    reader.start()
+    for consumer in consumers:
+        consumer.start()
+    for consumer in consumers:
+        consumer.join(BOUND_S)
+    consumed.set()
+    reader.join(BOUND_S)
+    assert not reader.is_alive() and not any(c.is_alive() for c in consumers)
+    assert errors == []
+    assert readings == sorted(readings)
+    assert bg.state_dict() == {"next": items, "ended": True}
+
+
 class LateRecords(deque):
     """Holds the record of item ``late`` back until the next item's is recorded."""
 
