@@ -2,9 +2,23 @@
 
 import asyncio
 import warnings
+from collections import deque
+from operator import itemgetter
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Callable, Generic, Iterable, NoReturn, Optional, Type, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    NoReturn,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+)
 
 from ._channel import NOTHING, Channel, LoopWaiter
 from ._checks import check_iterable, checked_max_prefetch, checked_timeout
@@ -14,6 +28,17 @@ from ._worker import Worker
 T = TypeVar("T")
 
 CLOSE_TIMEOUT_S = 1.0
+
+STATE_METHODS = ("state_dict", "get_state")
+"""The checkpoint methods a source may have: torch's ``Stateful``, Grain's ``DatasetIterator``."""
+
+# Consumers record each delivered item's state in a deque of this many
+# records, and a state read takes the newest. A consumer holds at most one
+# item it has taken but not yet recorded, so after the newest record only
+# older ones from the other consumers can be appended (at most one per
+# consumer) until a newer item is recorded: the newest record survives while
+# fewer than this many threads consume at once.
+RECENT_RECORDS = 64
 
 
 class BackgroundGenerator(Generic[T]):
@@ -73,9 +98,19 @@ class BackgroundGenerator(Generic[T]):
         self._iterable = generator
         source = iter(generator)
         close_source = getattr(source, "close", None)
+        methods = find_state_methods(source, generator)
         if preprocess_func is not None:
             source = map(preprocess_func, source)
-        self._channel = Channel(max_prefetch + 1 if max_prefetch > 0 else float("inf"))
+        self._delivered: Optional[_Delivered] = None
+        deliver = None
+        if methods:
+            # Taken here, in the caller's thread, before the worker touches the source.
+            initial = tuple(method() for method in methods.values())
+            self._delivered = _Delivered(tuple(methods), initial)
+            deliver = self._delivered.deliver
+            source = _with_states(source, tuple(methods.values()), self._delivered)
+        capacity = max_prefetch + 1 if max_prefetch > 0 else float("inf")
+        self._channel = Channel(capacity, deliver)
         self._worker = Worker(source, self._channel, close_source)
 
     def __iter__(self) -> "BackgroundGenerator[T]":
@@ -100,7 +135,11 @@ class BackgroundGenerator(Generic[T]):
                 if item is not NOTHING:
                     channel.items.appendleft(item)
                 raise
-            channel.wait()
+            try:
+                channel.wait()
+            except StopIteration:
+                self._saw_the_end()
+                raise
 
     next = __next__
 
@@ -133,6 +172,7 @@ class BackgroundGenerator(Generic[T]):
             try:
                 channel.raise_if_drained()
             except StopIteration:
+                self._saw_the_end()
                 raise StopAsyncIteration from None
             except StopAsyncIteration as error:
                 raise RuntimeError("the source raised StopAsyncIteration") from error
@@ -207,6 +247,59 @@ class BackgroundGenerator(Generic[T]):
     def __reduce__(self) -> NoReturn:
         raise TypeError("a BackgroundGenerator cannot be pickled, as a generator cannot")
 
+    def state_dict(self) -> Any:
+        """The source's ``state_dict()`` as of the last item delivered to a consumer.
+
+        For a source with ``state_dict()`` (torch's ``Stateful``: torchdata's
+        ``StatefulDataLoader`` and its iterators): the value it returned right
+        after producing the last item that ``next()``/``anext()`` returned to
+        any consumer thread; before any, its value at construction; once a
+        consumer has seen the end of the source, its value after the end.
+        Items still buffered are not counted, so restoring the source from
+        this state (``loader.load_state_dict(state)``) and wrapping it again
+        goes on with the first item no consumer received.
+
+        The worker takes the state in its own thread right after each item and
+        the consumer's ``next()`` keeps it; this method only reads it: it
+        never blocks, never touches the source, and is thread-safe (correct
+        for up to 64 threads consuming at once). The object returned is the
+        one the source returned; it does not change as the source goes on, as
+        long as the source returns a new object each call (torchdata's and
+        Grain's do). After the source raised, or after ``close()``, it is
+        still the state as of the last item delivered.
+
+        TypeError when the source has no ``state_dict()`` (a generator has no
+        state to save).
+        """
+        return self._state("state_dict")
+
+    def get_state(self) -> Any:
+        """The source's ``get_state()`` as of the last item delivered to a consumer.
+
+        For a source with ``get_state()`` (Grain's ``DatasetIterator``);
+        otherwise as ``state_dict()``: restore with ``iterator.set_state(state)``
+        and wrap again. TypeError when the source has no ``get_state()``.
+        """
+        return self._state("get_state")
+
+    def _state(self, name: str) -> Any:
+        delivered = self._delivered
+        if delivered is None or name not in delivered.names:
+            source = type(self._iterable).__name__
+            other = f"; it has {delivered.names[0]}()" if delivered is not None else ""
+            raise TypeError(
+                f"BackgroundGenerator.{name}() needs a source with a {name}() method, "
+                f"and {source} has none{other}"
+            )
+        return delivered.latest(name)
+
+    def _saw_the_end(self) -> None:
+        # A consumer got StopIteration: if the source ran out (rather than
+        # being stopped), the state to resume from is the one after its end.
+        delivered = self._delivered
+        if delivered is not None and not self._channel.stop_requested:
+            delivered.saw_the_end()
+
     def is_running(self) -> bool:
         """Whether the worker is still at work: it has not yet closed the source and ended."""
         return not self._worker.finished
@@ -228,3 +321,89 @@ class BackgroundGenerator(Generic[T]):
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
         return f"<BackgroundGenerator max_prefetch={self.max_prefetch} {state}>"
+
+
+def find_state_methods(
+    source: Iterator[Any], iterable: Iterable[Any]
+) -> Dict[str, Callable[[], Any]]:
+    """The checkpoint methods of ``source``, by name, each looked up on the iterator first.
+
+    An iterable whose iterator lacks the method may have it itself (a class
+    whose ``__iter__`` is a generator function and whose ``state_dict()``
+    follows it).
+    """
+    methods = {}
+    for name in STATE_METHODS:
+        for holder in (source, iterable):
+            method = _state_method(holder, name)
+            if method is not None:
+                methods[name] = method
+                break
+    return methods
+
+
+def _state_method(holder: object, name: str) -> Optional[Callable[[], Any]]:
+    if isinstance(holder, BackgroundGenerator):
+        # Both methods always exist on it: count only those its source has,
+        # so stacked stages expose the innermost source's state.
+        delivered = holder._delivered
+        return getattr(holder, name) if delivered and name in delivered.names else None
+    method = getattr(holder, name, None)
+    return method if callable(method) else None
+
+
+_sequence_number = itemgetter(0)
+
+
+class _Delivered:
+    """The states of a source that has them, as delivered to consumers.
+
+    The worker sends ``(item, record)`` pairs, a record being ``(sequence
+    number, *states)``; ``deliver`` runs in the consumer's taking of each
+    entry (see ``Channel``), keeps its record and hands out the item. Holds
+    no reference to the BackgroundGenerator, so dropping it still frees it at
+    once.
+    """
+
+    __slots__ = ("names", "recent", "end_record")
+
+    def __init__(self, names: Tuple[str, ...], initial: Tuple[Any, ...]) -> None:
+        self.names = names
+        self.recent: deque = deque([(-1, *initial)], maxlen=RECENT_RECORDS)
+        self.end_record: Optional[Tuple[Any, ...]] = None
+
+    def deliver(self, pair: Tuple[Any, Tuple[Any, ...]]) -> Any:
+        item, record = pair
+        self.recent.append(record)
+        return item
+
+    def saw_the_end(self) -> None:
+        if self.end_record is not None:
+            self.recent.append(self.end_record)
+
+    def latest(self, name: str) -> Any:
+        while True:
+            try:
+                records = self.recent.copy()
+            except RuntimeError:
+                # Free-threaded builds only: a consumer appended during the
+                # copy, which then refuses to go on. With the GIL, copy() is
+                # one C call no append can interrupt.
+                continue
+            record = max(records, key=_sequence_number)
+            return record[1 + self.names.index(name)]
+
+
+def _with_states(
+    source: Iterator[Any], takes: Tuple[Callable[[], Any], ...], delivered: _Delivered
+) -> Iterator[Any]:
+    """``(item, record)`` for each item of ``source``, its states taken right after it.
+
+    Runs in the worker. At the end it leaves the states after the end with
+    ``delivered``, for the consumer that sees the end.
+    """
+    number = 0
+    for item in source:
+        yield item, (number, *[take() for take in takes])
+        number += 1
+    delivered.end_record = (number, *[take() for take in takes])

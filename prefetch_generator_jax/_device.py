@@ -36,6 +36,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
+from prefetch_generator._background import find_state_methods
+
 DEVICE_CONTRACT = (
     "None, a jax.Device, a jax.sharding.Sharding, or a pytree of Devices and Shardings"
 )
@@ -215,12 +217,28 @@ def _assemble_global(sharding: Sharding, local_leaf: Any) -> jax.Array:
     return jax.make_array_from_process_local_data(sharding, np.asarray(local_leaf))
 
 
-def mapped(iterator: Iterator[Any], function: Callable[[Any], Any]) -> Iterator[Any]:
-    """``function(item)`` for each item; closing it closes ``iterator`` too."""
-    try:
-        for item in iterator:
-            yield function(item)
-    finally:
-        close = getattr(iterator, "close", None)
+class Mapped:
+    """``function(item)`` for each item of ``iterator``; closing it closes ``iterator`` too.
+
+    Has the iterator's checkpoint methods (``state_dict``, ``get_state``) when
+    the iterator has them, so a stage over a checkpointable source stays
+    checkpointable: called after a batch, they give the source's state as of
+    that batch.
+    """
+
+    def __init__(self, iterator: Iterator[Any], function: Callable[[Any], Any]) -> None:
+        self._iterator = iterator
+        self._function = function
+        for name, method in find_state_methods(iterator, iterator).items():
+            setattr(self, name, method)
+
+    def __iter__(self) -> "Mapped":
+        return self
+
+    def __next__(self) -> Any:
+        return self._function(next(self._iterator))
+
+    def close(self) -> None:
+        close = getattr(self._iterator, "close", None)
         if close is not None:
             close()

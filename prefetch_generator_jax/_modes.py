@@ -29,7 +29,8 @@ def create_prefetch_stream(
     - ``"none"``: ``iterator`` itself, untouched (``device`` is checked, not used).
     - ``"thread"``: ``DevicePrefetcher(size, device).prefetch(iterator)``: a
       background thread; a ``BackgroundGenerator`` (one pass, closeable,
-      thread-safe ``next()``).
+      thread-safe ``next()``; ``get_state()``/``state_dict()`` give the
+      source's state as of the last batch delivered, when it has one).
     - ``"grain"``: Grain's own prefetch threads, laid out as
       ``grain.experimental.device_put`` lays them out (a CPU buffer of
       ``2 * size`` elements, then ``size`` on the device), with this package's

@@ -5,6 +5,11 @@ guarantee of the core holds: ``close()`` and ``with`` (bounded; the source is
 closed in the worker thread), clean-up when dropped or at interpreter exit,
 every exception from the source or the transfer re-raised in the consumer,
 ``stats()``. ``buffer_size`` batches wait ready, plus the one being received.
+
+Checkpointing passes through both: over a source with ``state_dict()`` or
+``get_state()`` (a Grain ``DatasetIterator``, a ``StatefulDataLoader``), the
+returned BackgroundGenerator's method of that name gives the source's state
+as of the last batch it delivered, however many stages are stacked.
 """
 
 import operator
@@ -13,7 +18,7 @@ from typing import Any, Iterable, Optional
 from prefetch_generator import BackgroundGenerator
 from prefetch_generator._checks import iterate
 
-from ._device import DeviceStage, mapped, resolve_device
+from ._device import DeviceStage, Mapped, resolve_device
 
 
 def checked_size(name: str, value: object) -> int:
@@ -66,6 +71,6 @@ class DevicePrefetcher:
         """
         stage = DeviceStage(self.device)
         source = iterate(iterator, "iterator")
-        return BackgroundGenerator(mapped(source, stage), self.buffer_size)
+        return BackgroundGenerator(Mapped(source, stage), self.buffer_size)
 
     start_prefetch = prefetch

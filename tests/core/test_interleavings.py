@@ -10,12 +10,10 @@ any of those points, and random stress runs almost never hit the bad ones:
 this visits each of them.
 """
 
-import functools
 import threading
 from collections import deque
 from queue import SimpleQueue
 from threading import get_ident
-from types import SimpleNamespace
 
 import pytest
 
@@ -166,7 +164,9 @@ def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
 
 def receiver(channel):
     """``next()`` exactly as a BackgroundGenerator runs it, over ``channel``."""
-    return functools.partial(BackgroundGenerator.__next__, SimpleNamespace(_channel=channel))
+    consumer = BackgroundGenerator.__new__(BackgroundGenerator)  # no worker of its own
+    consumer._channel, consumer._delivered = channel, None
+    return consumer.__next__
 
 
 def finite_stream(items):
