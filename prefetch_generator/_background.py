@@ -127,7 +127,7 @@ class BackgroundGenerator(Generic[T]):
             try:
                 for item in channel.taker:
                     if channel.parked:
-                        channel.release_producer()
+                        channel.wake_producer()
                     return item
             except IndexError:
                 pass  # empty; raising from in here would chain IndexError to the source's error

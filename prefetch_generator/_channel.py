@@ -17,23 +17,24 @@ exception it raised, or a stop. It promises:
 
 How: there is no lock around the state. Every shared change is one C-level
 call that is atomic with or without the GIL (``deque.append``/``popleft``/
-``remove``, ``SimpleQueue.put``/``get``, ``Lock.release``) or one attribute
-store. A side that goes to sleep first publishes that it is sleeping (the
-producer parks on a fresh ``Lock`` in ``parked``; a consumer appends a waiter
-to ``waiters``), then checks its condition again, then sleeps. A side that
+``remove``, ``SimpleQueue.put``/``get``, ``Lock.acquire``/``release``) or one
+attribute store. A side that goes to sleep first publishes that it is sleeping (the
+producer sets ``parked`` and then blocks on its park lock; a consumer appends
+a waiter to ``waiters``), then checks its condition again, then sleeps. A side that
 changes the condition does so first, then looks for sleepers. Whatever the
 interleaving, one of the two sees the other. Wake-ups may be spurious: every
 sleeper checks again.
 
 Interrupts: a signal handler (Ctrl-C) may raise between any two bytecodes of
-a receiver. Waking the producer is a single ``Lock.release`` and only the
-producer clears ``parked``, so an interrupted receiver cannot leave it
-asleep; an interrupted waiter takes itself back and hands on a wake-up it was
-sent; an item taken from the buffer goes back to the front if the interrupt
-lands before it is returned (and it is taken by a ``for`` loop, so it cannot
-land between the taking and the store; see ``_taker``). And a
-producer about to park on a full buffer wakes every registered waiter, so
-even a waiter that an interrupt left registered cannot hold the stream.
+a receiver. A receiver that clears ``parked`` releases the park lock next; if
+it is interrupted in between, the producer sleeps only until some receiver
+is about to sleep itself, which always releases the park lock first. An
+interrupted waiter takes itself back and hands on a wake-up it was sent. An
+item taken from the buffer goes back to the front if the interrupt lands
+before it is returned (and it is taken by a ``for`` loop, so it cannot land
+between the taking and the store; see ``_taker``). And a producer about to
+park on a full buffer wakes every registered waiter, so even a waiter that an
+interrupt left registered cannot hold the stream.
 
 ``request_stop`` is safe inside a finaliser or a signal handler, in any
 thread: attribute stores and a ``Lock.release``, none of which can block.
@@ -129,7 +130,11 @@ class Channel:
         self.items: deque = deque()
         self.taker = _taker(self.items, deliver)
         self.waiters: deque = deque()
-        self.parked: Optional[Lock] = None
+        self.parked = False
+        # Locked while no wake-up is pending: the producer parks by acquiring
+        # it; any number of releases before it does make one wake-up.
+        self._park = Lock()
+        self._park.acquire()
         self.producer_thread: Optional[int] = None
         self.stop_requested = False
         self.ended = False
@@ -189,11 +194,9 @@ class Channel:
         self._wake_all_consumers()
 
     def _wait_for_space(self, items: deque) -> bool:
-        parked = Lock()
-        parked.acquire()
-        self.parked = parked
         try:
             while True:
+                self.parked = True
                 if self.stop_requested:
                     return False
                 if len(items) < self.capacity:
@@ -204,10 +207,10 @@ class Channel:
                     # all, so they cannot swallow the wake-ups of live ones.
                     self._wake_all_consumers()
                 started = perf_counter()
-                parked.acquire()
+                self._park.acquire()
                 self.producer_wait_s += perf_counter() - started
         finally:
-            self.parked = None
+            self.parked = False
 
     def _wake_consumer(self, handoff: bool = False) -> None:
         while True:
@@ -238,7 +241,7 @@ class Channel:
         try:
             for item in self.taker:
                 if self.parked:
-                    self.release_producer()
+                    self.wake_producer()
                 return item
         except IndexError:
             pass
@@ -281,14 +284,13 @@ class Channel:
                 raise StopIteration
             raise error
 
-    def release_producer(self) -> None:
-        """Wake the producer if it is parked on a full buffer; from any thread."""
-        parked = self.parked
-        if parked is not None:
-            try:
-                parked.release()
-            except RuntimeError:
-                pass  # released already: the producer is on its way
+    def wake_producer(self) -> None:
+        """Wake the producer if it is parked on a full buffer, or will park; any thread."""
+        self.parked = False  # one wake-up per parking: later receivers skip this call
+        try:
+            self._park.release()
+        except RuntimeError:
+            pass  # a wake-up is pending already
 
     def add_waiter(self, waiter: Any) -> bool:
         """Register ``waiter`` to be woken by the next item or the ending.
@@ -307,9 +309,9 @@ class Channel:
         if self.items or self.ended:
             self.withdraw(waiter)
             return False
-        # A receiver interrupted between taking an item and its check of
-        # ``parked`` leaves the producer parked on a buffer with room.
-        self.release_producer()
+        # A receiver interrupted between clearing ``parked`` and waking the
+        # producer leaves it parked on a buffer with room: wake it, always.
+        self.wake_producer()
         return True
 
     def withdraw(self, waiter: Any) -> None:
@@ -332,7 +334,7 @@ class Channel:
         """
         self.stop_requested = True
         self.capacity = 0
-        self.release_producer()
+        self.wake_producer()
 
     def close(self) -> None:
         """Stop now: discard buffered items, end the stream, wake everyone.
@@ -359,7 +361,8 @@ class Channel:
 
     def on_fork_in_child(self) -> None:
         """End a copy inherited by a forked child, where its producer does not exist."""
-        self.parked = None
+        self._park = Lock()
+        self._park.acquire()
         self.waiters = deque()
         self._consumer_resumed = SimpleQueue()
         self.close()

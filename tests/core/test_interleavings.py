@@ -98,7 +98,7 @@ def instrumented_channel(schedule, capacity):
         return property(get, set_)
 
     class TrackedLock:
-        """The producer parks on one of these: a Lock whose calls are steps."""
+        """The channel's park lock, whose calls are steps."""
 
         def __init__(self):
             self.lock = threading.Lock()
@@ -122,13 +122,15 @@ def instrumented_channel(schedule, capacity):
     channel = TrackedChannel(capacity)
     channel.items, channel.waiters = TrackedDeque(), TrackedDeque()
     channel.taker = _channel._taker(channel.items, None)
-    return channel, TrackedQueue, TrackedLock
+    channel._park = TrackedLock()
+    channel._park.lock.acquire()  # as the channel holds it: no wake-up pending
+    return channel, TrackedQueue
 
 
 def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
     """Run ``scenario`` with one side paused; return how many steps that side took."""
     schedule = Schedule(paused_role, pause_at)
-    channel, queue_type, lock_type = instrumented_channel(schedule, capacity)
+    channel, queue_type = instrumented_channel(schedule, capacity)
 
     class TrackedThreadWaiter(_channel.ThreadWaiter):
         __slots__ = ()
@@ -138,7 +140,6 @@ def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
             self.tokens = queue_type()
 
     monkeypatch.setattr(_channel, "ThreadWaiter", TrackedThreadWaiter)
-    monkeypatch.setattr(_channel, "Lock", lock_type)
     outcome = {}
 
     def as_role(role, body):
