@@ -20,6 +20,7 @@ import sys
 import warnings
 from time import perf_counter
 
+from peers import CACHE  # noqa: F401 (importing peers puts this checkout first on sys.path)
 from prefetch_generator import BackgroundGenerator
 
 ROWS_PER_BATCH = 32
