@@ -13,11 +13,13 @@ cannot change behaviour).
 
     python tools/mutate.py                       # every module, 2 at a time
     python tools/mutate.py --jobs 1 _channel.py  # one module
+    python tools/mutate.py --sample 160          # a uniform sample (seeded)
 """
 
 import argparse
 import ast
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -185,11 +187,16 @@ def main():
     parser.add_argument("modules", nargs="*", help="module file names (default: all)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=20, help="seconds per test")
+    parser.add_argument("--sample", type=int, help="run this many mutants, drawn uniformly")
+    parser.add_argument("--seed", type=int, default=1, help="for --sample")
     args = parser.parse_args()
     names = args.modules or sorted(p.name for p in PACKAGE.glob("*.py"))
     modules = [PACKAGE / name for name in names if name != "__main__.py"]
     work = [(module, mutant) for module in modules for mutant in all_mutants(module)]
     print(f"{len(work)} mutants in {len(modules)} modules", flush=True)
+    if args.sample is not None and args.sample < len(work):
+        work = random.Random(args.seed).sample(work, args.sample)
+        print(f"running a sample of {len(work)} (seed {args.seed})", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copytree(ROOT, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
         passed, output = run_suite(scratch, args.timeout)
