@@ -102,15 +102,13 @@ class BackgroundGenerator(Generic[T]):
         if preprocess_func is not None:
             source = map(preprocess_func, source)
         self._delivered: Optional[_Delivered] = None
-        deliver = None
         if methods:
             # Taken here, in the caller's thread, before the worker touches the source.
             initial = tuple(method() for method in methods.values())
             self._delivered = _Delivered(tuple(methods), initial)
-            deliver = self._delivered.deliver
             source = _with_states(source, tuple(methods.values()), self._delivered)
         capacity = max_prefetch + 1 if max_prefetch > 0 else float("inf")
-        self._channel = Channel(capacity, deliver)
+        self._channel = Channel(capacity)
         self._worker = Worker(source, self._channel, close_source)
 
     def __iter__(self) -> "BackgroundGenerator[T]":
@@ -121,19 +119,21 @@ class BackgroundGenerator(Generic[T]):
         channel = self._channel
         while True:
             # Channel.take, inlined: one Python frame less per item (a sixth of
-            # the hand-off at depth), and the item is taken in the frame that
+            # the hand-off at depth), and the entry is taken in the frame that
             # returns it, so an interrupt cannot strand it.
-            item = NOTHING
+            entry = NOTHING
             try:
-                for item in channel.taker:
+                for entry in channel.taker:
                     if channel.parked:
                         channel.wake_producer()
-                    return item
+                    if self._delivered is None:
+                        return entry
+                    return self._delivered.deliver(entry)
             except IndexError:
                 pass  # empty; raising from in here would chain IndexError to the source's error
             except BaseException:
-                if item is not NOTHING:
-                    channel.items.appendleft(item)
+                if entry is not NOTHING:
+                    self._put_back(entry)
                 raise
             try:
                 channel.wait()
@@ -166,9 +166,15 @@ class BackgroundGenerator(Generic[T]):
         """
         channel = self._channel
         while True:
-            item = channel.take()
-            if item is not NOTHING:
-                return item
+            entry = channel.take()
+            if entry is not NOTHING:
+                if self._delivered is None:
+                    return entry
+                try:
+                    return self._delivered.deliver(entry)
+                except BaseException:
+                    self._put_back(entry)
+                    raise
             try:
                 channel.raise_if_drained()
             except StopIteration:
@@ -293,6 +299,13 @@ class BackgroundGenerator(Generic[T]):
             )
         return delivered.latest(name)
 
+    def _put_back(self, entry: Any) -> None:
+        # Taken but not handed out: back to the buffer, and its state, if
+        # already recorded, no longer counts as delivered.
+        self._channel.put_back(entry)
+        if self._delivered is not None:
+            self._delivered.forget(entry)
+
     def _saw_the_end(self) -> None:
         # A consumer got StopIteration: if the source ran out (rather than
         # being stopped), the state to resume from is the one after its end.
@@ -359,10 +372,10 @@ class _Delivered:
     """The states of a source that has them, as delivered to consumers.
 
     The worker sends ``(item, record)`` pairs, a record being ``(sequence
-    number, *states)``; ``deliver`` runs in the consumer's taking of each
-    entry (see ``Channel``), keeps its record and hands out the item. Holds
-    no reference to the BackgroundGenerator, so dropping it still frees it at
-    once.
+    number, *states)``; the consumer that takes a pair calls ``deliver``,
+    which keeps the record and hands out the item (``forget`` undoes it for a
+    pair put back). Holds no reference to the BackgroundGenerator, so
+    dropping it still frees it at once.
     """
 
     __slots__ = ("names", "recent", "end_record")
@@ -376,6 +389,12 @@ class _Delivered:
         item, record = pair
         self.recent.append(record)
         return item
+
+    def forget(self, pair: Tuple[Any, Tuple[Any, ...]]) -> None:
+        try:
+            self.recent.remove(pair[1])
+        except ValueError:
+            pass  # not recorded yet
 
     def saw_the_end(self) -> None:
         if self.end_record is not None:

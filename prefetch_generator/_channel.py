@@ -52,7 +52,7 @@ from itertools import repeat
 from queue import Empty, SimpleQueue
 from threading import Lock, get_ident
 from time import perf_counter
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 HANDOFF_AFTER_S = 200e-6
 HANDOFF_TIMEOUT_S = 5e-3
@@ -65,18 +65,21 @@ NOTHING = object()
 class ThreadWaiter:
     """A consumer thread asleep in ``wait``; ``wake`` may be called from any thread."""
 
-    __slots__ = ("tokens", "since", "handoff")
+    __slots__ = ("tokens", "since", "handoff", "abandoned")
 
     def __init__(self) -> None:
         self.tokens: SimpleQueue = SimpleQueue()
         self.since = perf_counter()
         self.handoff = False
+        self.abandoned = False
 
     def wake(self, handoff: bool = False) -> bool:
         """Wake the thread; with ``handoff``, ask it to report when it runs if it slept long.
 
-        Returns True: a thread can always be woken.
+        Returns False if it no longer waits (``abandoned``): wake another.
         """
+        if self.abandoned:
+            return False
         self.handoff = handoff and perf_counter() - self.since > HANDOFF_AFTER_S
         self.tokens.put(None)
         return True
@@ -85,16 +88,20 @@ class ThreadWaiter:
 class LoopWaiter:
     """A coroutine awaiting an item; ``wake`` resolves its future on its event loop."""
 
-    __slots__ = ("loop", "future", "since")
+    __slots__ = ("loop", "future", "since", "abandoned")
     handoff = False
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
         self.future = loop.create_future()
         self.since = perf_counter()
+        self.abandoned = False
 
     def wake(self, handoff: bool = False) -> bool:
-        """Resolve the future from any thread; False if its loop is closed (nobody to wake)."""
+        """Resolve the future from any thread; False if its loop is closed or it was
+        ``abandoned`` (nobody to wake)."""
+        if self.abandoned:
+            return False
         try:
             self.loop.call_soon_threadsafe(_resolve, self.future)
         except RuntimeError:
@@ -102,18 +109,15 @@ class LoopWaiter:
         return True
 
 
-def _taker(items: deque, deliver: Optional[Callable[[Any], Any]]) -> Iterator[Any]:
+def _taker(items: deque) -> Iterator[Any]:
     """An iterator that pops ``items`` from the left, raising IndexError when empty.
 
     Receivers take items with ``for item in taker:`` rather than calling
     ``items.popleft()``: the interpreter handles signals at the end of a call,
     where a Ctrl-C would lose the item just taken, but never between a
-    ``for`` loop's next item and its store to the loop variable. ``deliver``,
-    if given, maps each buffered entry to the item delivered (and may end the
-    ``for`` loop with StopIteration, which sends the receiver to ``wait``).
+    ``for`` loop's next item and its store to the loop variable.
     """
-    takes = map(type(items).popleft, repeat(items))
-    return takes if deliver is None else map(deliver, takes)
+    return map(type(items).popleft, repeat(items))
 
 
 def _resolve(future: Any) -> None:
@@ -124,11 +128,10 @@ def _resolve(future: Any) -> None:
 class Channel:
     """A bounded single-producer, multi-consumer hand-off with one ending."""
 
-    def __init__(self, capacity: float, deliver: Optional[Callable[[Any], Any]] = None) -> None:
+    def __init__(self, capacity: float) -> None:
         self.capacity = capacity
-        self.deliver = deliver
         self.items: deque = deque()
-        self.taker = _taker(self.items, deliver)
+        self.taker = _taker(self.items)
         self.waiters: deque = deque()
         self.parked = False
         # Locked while no wake-up is pending: the producer parks by acquiring
@@ -233,7 +236,6 @@ class Channel:
     def take(self) -> Any:
         """Take the next item if one is buffered, else return ``NOTHING``; never blocks.
 
-        ``NOTHING`` also when ``deliver`` ended the taking (see ``_taker``).
 
         ``BackgroundGenerator.__next__`` inlines this (one frame less per item).
         """
@@ -247,9 +249,14 @@ class Channel:
             pass
         except BaseException:
             if item is not NOTHING:
-                self.items.appendleft(item)  # taken but not returned: still the consumers'
+                self.put_back(item)
             raise
         return NOTHING
+
+    def put_back(self, item: Any) -> None:
+        """Return an item taken but never handed out (an interrupt came between)."""
+        if not self.stop_requested:  # after close() nothing is handed out any more
+            self.items.appendleft(item)
 
     def wait(self) -> None:
         """Block until an item may be buffered; once the stream has ended and the
@@ -318,8 +325,10 @@ class Channel:
         """Take back a waiter that will not wait (interrupted, cancelled, satisfied).
 
         If it was already woken, the wake-up is handed on, so that no other
-        waiter misses the item it announced.
+        waiter misses the item it announced. It is marked ``abandoned`` first,
+        so that if this call is itself interrupted, wake-ups still skip it.
         """
+        waiter.abandoned = True
         try:
             self.waiters.remove(waiter)
         except ValueError:
@@ -343,7 +352,7 @@ class Channel:
         """
         self.request_stop()
         items = deque()
-        self.taker = _taker(items, self.deliver)
+        self.taker = _taker(items)
         discarded, self.items = self.items, items
         self.discarded += len(discarded)
         discarded.clear()

@@ -171,7 +171,7 @@ def stop_all_workers() -> None:
     for closeable in list(_close_at_exit):
         try:
             closeable.close()
-        except Exception as error:
+        except BaseException as error:  # one failing closeable must not cost the others
             report_unraisable(error, f"while closing {closeable!r} at exit")
 
 

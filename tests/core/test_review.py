@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import queue
 import sys
 import threading
 import time
@@ -23,7 +24,27 @@ def slow_source(items):
         yield item
 
 
-def consume_interrupted_at(line_event, items):
+class SlowSourceWithState:
+    """``slow_source`` with a checkpoint: ``state_dict()`` is the next item's index."""
+
+    def __init__(self, items):
+        self.items, self.next = items, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.next == self.items:
+            raise StopIteration
+        time.sleep(0.002)
+        self.next += 1
+        return self.next - 1
+
+    def state_dict(self):
+        return {"next": self.next}
+
+
+def consume_interrupted_at(line_event, items, source=slow_source):
     """Consume ``items`` with an Interrupt raised at the ``line_event``-th line run
     by the hand-off in this thread; keep iterating after it, as a notebook user would.
     Returns (received, line events seen, the generator)."""
@@ -40,7 +61,7 @@ def consume_interrupted_at(line_event, items):
     def calls(frame, event, arg):
         return local if frame.f_code.co_filename in files else None
 
-    bg = BackgroundGenerator(slow_source(items), max_prefetch=1)
+    bg = BackgroundGenerator(source(items), max_prefetch=1)
     received = []
     sys.settrace(calls)
     try:
@@ -56,16 +77,37 @@ def consume_interrupted_at(line_event, items):
     return received, seen[0], bg
 
 
-def test_an_interrupt_at_any_line_of_next_loses_nothing_and_leaves_no_waiter():
+@pytest.mark.parametrize("source", [slow_source, SlowSourceWithState], ids=["plain", "with state"])
+def test_an_interrupt_at_any_line_of_next_loses_nothing_and_leaves_no_waiter(source):
     items = 5
-    _, lines, _ = consume_interrupted_at(0, items)
+    _, lines, _ = consume_interrupted_at(0, items, source)
     assert lines > 20
     for line_event in range(1, lines + 1):
-        received, _, bg = consume_interrupted_at(line_event, items)
+        received, _, bg = consume_interrupted_at(line_event, items, source)
         where = f"interrupted at line event {line_event}"
         assert received == list(range(items)), where
         assert not bg._channel.waiters, where
+        if source is SlowSourceWithState:
+            assert bg.state_dict() == {"next": items}, where
         bg.close()
+
+
+def test_an_interrupt_after_taking_from_a_source_with_state_puts_back_item_and_state():
+    bg = BackgroundGenerator(SlowSourceWithState(3), max_prefetch=2)
+    assert next(bg) == 0
+    records = bg._delivered.recent
+
+    class InterruptedAppend(type(records)):
+        def append(self, record):
+            super().append(record)
+            raise Interrupt  # after recording, before the item is handed out
+
+    bg._delivered.recent = InterruptedAppend(records, maxlen=records.maxlen)
+    with pytest.raises(Interrupt):
+        next(bg)
+    assert bg.state_dict() == {"next": 1}  # item 1 was not delivered
+    bg._delivered.recent = records
+    assert list(bg) == [1, 2] and bg.state_dict() == {"next": 3}
 
 
 def test_an_error_closing_the_source_is_reported_and_the_worker_still_ends():
@@ -189,6 +231,48 @@ def test_a_waiter_whose_event_loop_is_closed_hands_its_wake_up_on():
     consumer.join(10)
     assert got == ["item"]
     bg.close()
+
+
+def test_a_waiter_an_interrupt_left_registered_does_not_swallow_the_next_wake_up():
+    requests = queue.SimpleQueue()
+
+    def on_request():
+        while True:
+            yield requests.get()
+
+    bg = BackgroundGenerator(on_request(), max_prefetch=8)
+    abandoned = _channel.ThreadWaiter()
+    abandoned.abandoned = True  # what an interrupted withdraw() leaves behind
+    bg._channel.waiters.append(abandoned)
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(next(bg)), daemon=True)
+    consumer.start()
+    deadline = time.monotonic() + 10
+    while len(bg._channel.waiters) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)  # waits for a state, bounded: the consumer registered
+    requests.put("request")
+    consumer.join(10)
+    assert got == ["request"]
+    bg.close(timeout=0)
+    requests.put("unblock the source so the worker can end")
+
+
+def test_a_closeable_that_raises_system_exit_at_exit_does_not_cost_the_others():
+    result = run_python("""
+        from prefetch_generator._worker import close_at_exit
+        class Exits:
+            def close(self):
+                raise SystemExit(3)
+        class Prints:
+            def close(self):
+                print("closed the other", flush=True)
+        first, second = Exits(), Prints()
+        close_at_exit(first)
+        close_at_exit(second)
+    """)
+    assert result.returncode == 0
+    assert result.stdout == "closed the other\n"
+    assert "SystemExit: 3" in result.stderr
 
 
 def test_stats_count_nothing_consumed_after_a_close_during_a_step():
