@@ -1,6 +1,7 @@
 """``python -m prefetch_generator_jax``: a jitted training loop, with and without prefetch."""
 
 import argparse
+import math
 import statistics
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -58,8 +59,8 @@ def positive_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not 0 <= value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 

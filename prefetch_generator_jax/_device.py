@@ -103,9 +103,20 @@ class DeviceStage:
         self.copies_host_buffers = any(d.platform == "cpu" for d in devices)
 
     def __call__(self, batch: Any) -> Any:
-        batch = jax.tree_util.tree_map_with_path(
+        return self.place(self.own(batch))
+
+    def own(self, batch: Any) -> Any:
+        """The batch with its leaves checked and, where JAX would alias them, copied.
+
+        Call it before the source can refill its buffers: a pipeline that
+        queues batches before placing them (Grain's) calls this first.
+        """
+        return jax.tree_util.tree_map_with_path(
             self._checked_leaf, batch, is_leaf=_is_nested_number_list
         )
+
+    def place(self, batch: Any) -> Any:
+        """Put a batch from ``own`` on the target; returns ready arrays."""
         if self.shardings is None:
             fitted = None
         else:

@@ -4,8 +4,10 @@
 generator it drains it at construction. ``IteratorDataset`` wraps the iterator
 lazily: nothing is taken until Grain's prefetch thread calls ``next()``, so an
 endless generator works. It is one pass (a second ``iter()`` raises
-``RuntimeError``), has no checkpointable state (``set_state`` raises), and
-closing its iterator closes the source iterator when that has ``close()``.
+``RuntimeError``); its state is the wrapped iterator's own when that has
+``get_state``/``set_state`` (a Grain ``DatasetIterator``), else empty and not
+restorable (``set_state`` raises); closing its iterator closes the source
+iterator when that has ``close()``.
 
 ``ClosedAtExitDataset`` joins each iterator it makes to the core's exit
 handling: one still open at interpreter exit is closed (its threads joined,
@@ -47,10 +49,15 @@ class IteratorDatasetIterator(grain.DatasetIterator):
         return next(self._iterator)
 
     def get_state(self) -> Dict[str, Any]:
-        return {}
+        """The wrapped iterator's own state if it has one (a Grain iterator), else ``{}``."""
+        get_state = getattr(self._iterator, "get_state", None)
+        return {} if get_state is None else get_state()
 
     def set_state(self, state: Dict[str, Any]) -> None:
-        raise NotImplementedError("a plain iterator cannot be restored to a saved state")
+        set_state = getattr(self._iterator, "set_state", None)
+        if set_state is None:
+            raise NotImplementedError("a plain iterator cannot be restored to a saved state")
+        set_state(state)
 
     def close(self) -> None:
         if not self._closed:

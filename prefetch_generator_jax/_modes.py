@@ -86,8 +86,10 @@ def _grain_stream(iterable: Iterable[Any], size: int, device: Optional[Any]) -> 
     reiterable = isinstance(iterable, grain.IterDataset)
     dataset = iterable if reiterable else IteratorDataset(iterate(iterable, "iterator"))
     prefetch = grain.experimental.ThreadPrefetchIterDataset
-    on_host = prefetch(dataset, prefetch_buffer_size=2 * size)
-    on_device = ClosedAtExitDataset(prefetch(on_host.map(stage), prefetch_buffer_size=size))
+    # The private copy is taken as each item leaves the source: Grain's host
+    # prefetch queues items, and a source may refill its buffer meanwhile.
+    on_host = prefetch(dataset.map(stage.own), prefetch_buffer_size=2 * size)
+    on_device = ClosedAtExitDataset(prefetch(on_host.map(stage.place), prefetch_buffer_size=size))
     return on_device if reiterable else iter(on_device)
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -520,6 +521,39 @@ def test_an_unaligned_refilled_source_buffer_never_changes_a_delivered_batch():
 
     received = list(DevicePrefetcher(3).prefetch(refilling()))
     assert [float(b[0, 0]) for b in received] == [float(i) for i in range(8)]
+
+
+@pytest.mark.parametrize("mode", DEVICE_MODES)
+def test_a_source_refilling_its_buffer_never_changes_a_delivered_batch_in_any_mode(mode):
+    needs_library(mode)
+
+    def refilling():
+        buffer = np.empty((4, 3), np.float32)
+        for i in range(12):
+            buffer[...] = i
+            yield {"x": buffer}
+
+    seen = []
+    for batch in create_prefetch_stream(refilling(), mode=mode, size=2):
+        time.sleep(0.01)  # a slow step: the pipeline's queues fill meanwhile
+        seen.append(float(batch["x"][0, 0]))
+    assert seen == [float(i) for i in range(12)]
+
+
+def test_mode_grain_over_a_grain_iterator_keeps_its_checkpoint_state():
+    grain = pytest.importorskip("grain")
+
+    def stream():
+        source = iter(grain.MapDataset.range(6).to_iter_dataset())
+        return create_prefetch_stream(source, mode="grain", size=1)
+
+    first = stream()
+    assert int(next(first)) == 0
+    state = first.get_state()
+    first.close()
+    resumed = stream()
+    resumed.set_state(state)
+    assert [int(x) for x in resumed] == [1, 2, 3, 4, 5]
 
 
 # -- the shared iterable check ---------------------------------------------------------
