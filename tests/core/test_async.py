@@ -64,20 +64,53 @@ def test_waiting_uses_no_executor_thread():
     assert run(main()) == ["prefetch_generator"]
 
 
+def gated_then_held(release, hold, item):
+    """Yields ``item`` once released, then holds: no ending comes to wake anyone."""
+    assert release.wait(30), "never released"
+    yield item
+    assert hold.wait(30), "never let go"
+
+
 def test_a_cancelled_wait_loses_no_item_and_no_wake_up():
-    release = threading.Event()
+    release, hold = threading.Event(), threading.Event()
 
     async def main():
-        bg = BackgroundGenerator(gated(release, "kept"))
+        bg = BackgroundGenerator(gated_then_held(release, hold, "kept"))
         for _ in range(5):
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(bg.__anext__(), 0.001)
         live_waiter = asyncio.ensure_future(bg.__anext__())
         await asyncio.sleep(0)
         release.set()
-        return await live_waiter, len(bg._channel.waiters)
+        result = await asyncio.wait_for(live_waiter, 10), len(bg._channel.waiters)
+        hold.set()
+        bg.close()
+        return result
 
     assert run(main()) == ("kept", 0)
+
+
+def test_a_waiter_cancelled_after_its_wake_up_hands_the_wake_up_on():
+    release, hold = threading.Event(), threading.Event()
+
+    async def main():
+        bg = BackgroundGenerator(gated_then_held(release, hold, "item"))
+        first = asyncio.ensure_future(bg.__anext__())
+        second = asyncio.ensure_future(bg.__anext__())
+        deadline = time.monotonic() + 10
+        while len(bg._channel.waiters) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0)
+        woken_first = bg._channel.waiters[0]
+        release.set()
+        while not woken_first.future.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0)
+        first.cancel()  # woken, not yet run: its wake-up must reach the other waiter
+        result = await asyncio.wait_for(second, 10)
+        hold.set()
+        bg.close()
+        return result, first.cancelled()
+
+    assert run(main()) == ("item", True)
 
 
 def test_many_cancelled_waits_leave_the_default_executor_free():
