@@ -1,5 +1,6 @@
 """Broken promises found by trying the package adversarially, each pinned by a test."""
 
+import atexit
 import copy
 import os
 import pickle
@@ -168,3 +169,12 @@ def test_len_is_the_length_of_the_wrapped_iterable_and_bool_is_always_true():
 
 def test_an_integral_float_max_prefetch_is_accepted_as_in_1_0_3():
     assert BackgroundGenerator(range(3), 2.0).max_prefetch == 2
+
+
+def test_starting_workers_without_new_imports_leaves_the_exit_handler_list_as_it_is():
+    # Each move of the exit handler leaves a slot behind in atexit's table.
+    next(BackgroundGenerator(iter([1])))  # moves it once, after this suite's imports
+    before = atexit._ncallbacks()
+    for _ in range(50):
+        next(BackgroundGenerator(iter([1])))
+    assert atexit._ncallbacks() == before
