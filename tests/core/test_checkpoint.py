@@ -63,6 +63,20 @@ class GrainLike(Counter):
     state_dict = None
 
 
+class BothMethods(Counter):
+    """A source with both methods, each giving its own form of the same position."""
+
+    def get_state(self):
+        return ("position", self.state_dict()["next"])
+
+
+def test_a_source_with_both_methods_gets_each_as_of_the_same_item():
+    with BackgroundGenerator(BothMethods(10), 4) as bg:
+        take(bg, 3)
+        assert bg.state_dict()["next"] == 3
+        assert bg.get_state() == ("position", 3)
+
+
 def take(bg, count):
     return [next(bg) for _ in range(count)]
 

@@ -1,5 +1,6 @@
 """Everything a program written for prefetch-generator 1.0.3 relies on."""
 
+import itertools
 import traceback
 import warnings
 
@@ -176,3 +177,19 @@ def test_preprocess_func_errors_reach_the_consumer():
         bg = BackgroundGenerator(range(4), preprocess_func=fail)
     with pytest.raises(ArithmeticError):
         next(bg)
+
+
+def test_the_bare_decorator_uses_the_default_max_prefetch_of_1():
+    @background
+    def numbers():
+        yield from range(3)
+
+    with numbers() as bg:
+        assert bg.max_prefetch == 1 and list(bg) == [0, 1, 2]
+
+
+def test_repr_names_the_bound_and_the_state():
+    bg = BackgroundGenerator(itertools.count(), 4)
+    assert repr(bg) == "<BackgroundGenerator max_prefetch=4 running>"
+    bg.close()
+    assert repr(bg) == "<BackgroundGenerator max_prefetch=4 stopped>"
