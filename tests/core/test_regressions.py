@@ -1,5 +1,6 @@
 """Broken promises found by trying the package adversarially, each pinned by a test."""
 
+import asyncio
 import atexit
 import copy
 import os
@@ -67,14 +68,17 @@ def test_a_falsy_exception_from_the_source_is_raised_not_swallowed():
         next(bg)
 
 
-def test_next_called_from_inside_the_source_raises_a_clear_runtime_error():
+@pytest.mark.parametrize(
+    "take", [next, lambda bg: asyncio.run(bg.__anext__())], ids=["next", "await anext"]
+)
+def test_iterating_from_inside_the_source_raises_a_clear_runtime_error(take):
     holder = {}
     assigned = threading.Event()
 
     def source():
         yield 1
         assigned.wait(10)
-        yield next(holder["bg"])
+        yield take(holder["bg"])
 
     holder["bg"] = bg = BackgroundGenerator(source())
     assigned.set()

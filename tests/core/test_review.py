@@ -110,6 +110,17 @@ def test_an_interrupt_after_taking_from_a_source_with_state_puts_back_item_and_s
     assert list(bg) == [1, 2] and bg.state_dict() == {"next": 3}
 
 
+def next_in_a_thread_once_it_waits(bg, waiters):
+    """Start ``next(bg)`` in a thread; return once ``waiters`` waiters are registered."""
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(next(bg)), daemon=True)
+    consumer.start()
+    deadline = time.monotonic() + 10
+    while len(bg._channel.waiters) < waiters and time.monotonic() < deadline:
+        time.sleep(0.001)  # waits for a state, bounded
+    return got, consumer
+
+
 def test_an_error_closing_the_source_is_reported_and_the_worker_still_ends():
     result = run_python("""
         def fails_on_close():
@@ -221,12 +232,7 @@ def test_a_waiter_whose_event_loop_is_closed_hands_its_wake_up_on():
     # What an awaiting __anext__ leaves registered when its loop is abandoned.
     assert bg._channel.add_waiter(_channel.LoopWaiter(loop))
     loop.close()
-    got = []
-    consumer = threading.Thread(target=lambda: got.append(next(bg)), daemon=True)
-    consumer.start()
-    deadline = time.monotonic() + 10
-    while len(bg._channel.waiters) < 2 and time.monotonic() < deadline:
-        time.sleep(0.001)  # waits for a state, bounded: both waiters registered
+    got, consumer = next_in_a_thread_once_it_waits(bg, waiters=2)
     release.set()
     consumer.join(10)
     assert got == ["item"]
@@ -244,12 +250,7 @@ def test_a_waiter_an_interrupt_left_registered_does_not_swallow_the_next_wake_up
     abandoned = _channel.ThreadWaiter()
     abandoned.abandoned = True  # what an interrupted withdraw() leaves behind
     bg._channel.waiters.append(abandoned)
-    got = []
-    consumer = threading.Thread(target=lambda: got.append(next(bg)), daemon=True)
-    consumer.start()
-    deadline = time.monotonic() + 10
-    while len(bg._channel.waiters) < 2 and time.monotonic() < deadline:
-        time.sleep(0.001)  # waits for a state, bounded: the consumer registered
+    got, consumer = next_in_a_thread_once_it_waits(bg, waiters=2)
     requests.put("request")
     consumer.join(10)
     assert got == ["request"]
@@ -316,22 +317,6 @@ def test_an_inherited_generator_is_not_running_in_a_forked_child():
         print("child status", os.waitpid(pid, 0)[1], flush=True)
     """)
     assert "child status 0" in result.stdout
-
-
-def test_awaiting_a_generator_from_inside_its_own_source_raises_runtime_error():
-    holder, assigned = {}, threading.Event()
-
-    def source():
-        yield 1
-        assert assigned.wait(10)
-        yield asyncio.run(holder["bg"].__anext__())
-
-    holder["bg"] = bg = BackgroundGenerator(source())
-    assigned.set()
-    assert next(bg) == 1
-    with pytest.raises(RuntimeError, match="from inside its own source"):
-        next(bg)
-    bg.close()
 
 
 def test_background_over_something_not_callable_names_both_forms():
