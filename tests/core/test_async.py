@@ -228,3 +228,13 @@ def test_asyncio_run_returns_after_cancelled_waits_on_a_stuck_source():
     release.set()
     for thread in live_workers():
         thread.join(10)
+
+
+def test_aclose_after_the_worker_finished_returns_at_once():
+    async def main():
+        bg = BackgroundGenerator(range(3), max_prefetch=8)
+        bg._worker.thread.join(10)  # the source is exhausted, the worker has ended
+        await asyncio.wait_for(bg.aclose(timeout=None), 5)
+        return bg.is_running()
+
+    assert run(main()) is False

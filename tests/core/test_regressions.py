@@ -15,6 +15,7 @@ import pytest
 
 from conftest import live_workers
 from prefetch_generator import BackgroundGenerator, background
+from prefetch_generator._channel import Channel
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -182,3 +183,11 @@ def test_starting_workers_without_new_imports_leaves_the_exit_handler_list_as_it
     for _ in range(50):
         next(BackgroundGenerator(iter([1])))
     assert atexit._ncallbacks() == before
+
+
+def test_an_ending_sent_after_close_is_not_raised():
+    channel = Channel(2)
+    channel.close()
+    channel.finish(ValueError("the source failed as it was being closed"))
+    with pytest.raises(StopIteration):
+        channel.raise_if_drained()
