@@ -17,12 +17,11 @@ items, because with the GIL each side runs dry once per buffer.
 
 import argparse
 import statistics
-import sys
 import timeit
 from collections import deque
 from time import perf_counter
 
-from peers import contenders, ping_pong_round_trip_s
+from peers import contenders, ping_pong_round_trip_s, python_version, rotated
 from prefetch_generator._channel import Channel
 
 OURS, OLD = "prefetch_generator", "prefetch-generator 1.0.3"
@@ -66,8 +65,7 @@ def data_path_ns(items):
 def measure(k, items, rounds, wraps):
     samples = {name: [] for name in ["data path", "floor", *wraps]}
     for round_ in range(rounds):
-        names = list(wraps)
-        names = names[round_ % len(names) :] + names[: round_ % len(names)]
+        names = rotated(list(wraps), round_)
         data_path = data_path_ns(items)
         samples["data path"].append(data_path)
         samples["floor"].append(data_path + ping_pong_round_trip_s(2000) * 1e9 / (k + 1))
@@ -98,8 +96,7 @@ def main():
     items, rounds = (200_000, 15) if args.long else (20_000, 5)
     found = contenders()
     wraps = {name: wrap for name, wrap in found.items() if wrap is not None}
-    gil = "" if getattr(sys, "_is_gil_enabled", lambda: True)() else " free-threaded, GIL off"
-    print(f"Python {sys.version.split()[0]}{gil}; {items} items x {rounds} rounds per cell")
+    print(f"{python_version()}; {items} items x {rounds} rounds per cell")
     missing = [name for name, wrap in found.items() if wrap is None]
     if missing:
         print("not installed:", ", ".join(missing))

@@ -16,7 +16,7 @@ import threading
 import zipfile
 from pathlib import Path
 from time import perf_counter
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 # Benchmark this checkout, not whatever copy happens to be installed.
@@ -32,6 +32,18 @@ RELEASED_MODULES = {
 }
 
 Wrap = Callable[[Iterator, int], Iterator]
+
+
+def python_version() -> str:
+    """This interpreter's version, marked when it runs without the GIL."""
+    free = not getattr(sys, "_is_gil_enabled", lambda: True)()
+    return f"Python {sys.version.split()[0]}" + (" free-threaded, GIL off" if free else "")
+
+
+def rotated(names: List[str], round_: int) -> List[str]:
+    """``names`` in the order for round ``round_``: each round starts one later."""
+    shift = round_ % len(names)
+    return names[shift:] + names[:shift]
 
 
 def load_released_module(name: str):

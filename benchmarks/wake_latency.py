@@ -19,12 +19,11 @@ this one process; the table shows the median and p90 over all items.
 
 import argparse
 import statistics
-import sys
 import threading
 import time
 from queue import SimpleQueue
 
-from peers import contenders
+from peers import contenders, python_version, rotated
 
 OURS, OLD = "prefetch_generator", "prefetch-generator 1.0.3"
 
@@ -81,8 +80,7 @@ def main():
     wraps.update((name, wrap) for name, wrap in contenders().items() if wrap is not None)
     loops = busy_work_loops(0.001)
     producers = {"busy": lambda: busy(loops), "idle": lambda: time.sleep(0.001)}
-    gil = "" if getattr(sys, "_is_gil_enabled", lambda: True)() else " free-threaded, GIL off"
-    print(f"Python {sys.version.split()[0]}{gil}; {items} items x {rounds} rounds per cell\n")
+    print(f"{python_version()}; {items} items x {rounds} rounds per cell\n")
     print(f"{'producer':>8} | {'k':>2} | {'contender':<26} | {'median us':>9} | {'p90 us':>8}")
     print("-" * 66)
     verdicts = []
@@ -90,8 +88,7 @@ def main():
         for k in (1, 8):
             samples = {name: [] for name in wraps}
             for round_ in range(rounds):
-                names = list(wraps)[round_ % len(wraps) :] + list(wraps)[: round_ % len(wraps)]
-                for name in names:
+                for name in rotated(list(wraps), round_):
                     samples[name].extend(latencies_us(wraps[name], k, items, work))
             medians = {}
             for name, values in samples.items():
