@@ -1,5 +1,6 @@
 """stats(): counters and which side is the bottleneck."""
 
+import sys
 import threading
 import time
 
@@ -68,6 +69,36 @@ def test_waits_of_several_consumers_add_up():
         thread.join(30)
     assert bg.stats().consumed == 8
     assert bg.stats().consumer_wait_s > 0
+
+
+@pytest.mark.parametrize(
+    "consumers",
+    [
+        1,
+        pytest.param(
+            4,
+            marks=pytest.mark.skipif(
+                not getattr(sys, "_is_gil_enabled", lambda: True)(),
+                reason="without the GIL, racing consumers may miscount (stats() says so)",
+            ),
+        ),
+    ],
+)
+def test_counts_are_exact_with_consumers_racing_on_an_empty_buffer(consumers):
+    bg = BackgroundGenerator(range(20_000), max_prefetch=1)
+    counts = []
+
+    def consume():
+        counts.append(sum(1 for _ in bg))
+
+    threads = [threading.Thread(target=consume) for _ in range(consumers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    stats = bg.stats()
+    assert sum(counts) == 20_000
+    assert (stats.produced, stats.consumed, stats.buffered) == (20_000, 20_000, 0)
 
 
 def test_balanced_when_neither_side_waits():
