@@ -13,9 +13,11 @@ items, because with the GIL each side runs dry once per buffer.
 
     python benchmarks/handoff.py            # quick (about a minute)
     python benchmarks/handoff.py --long     # more items and rounds
+    python benchmarks/handoff.py --cpu 0    # both threads on one CPU (Linux)
 """
 
 import argparse
+import os
 import statistics
 import timeit
 from collections import deque
@@ -93,11 +95,17 @@ def stats_bookkeeping_ns(k):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--long", action="store_true", help="10x the items, 3x the rounds")
+    parser.add_argument(
+        "--cpu", type=int, help="run every thread on this one CPU (Linux); default: any"
+    )
     args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     items, rounds = (200_000, 15) if args.long else (20_000, 5)
     found = contenders()
     wraps = {name: wrap for name, wrap in found.items() if wrap is not None}
-    print(f"{python_version()}; {items} items x {rounds} rounds per cell")
+    where = "any CPU" if args.cpu is None else f"all threads on CPU {args.cpu}"
+    print(f"{python_version()}; {where}; {items} items x {rounds} rounds per cell")
     missing = [name for name, wrap in found.items() if wrap is None]
     if missing:
         print("not installed:", ", ".join(missing))

@@ -1,0 +1,87 @@
+"""What a wake-up costs the thread that sends it.
+
+One thread sleeps in ``Lock.acquire()``; after it has slept a set time, the
+other thread times its ``release()``, the call that wakes it. Every hand-off
+sends such wake-ups (the consumer wakes a parked producer, the producer wakes
+a waiting consumer, 1.0.3's Conditions do the same), so this is part of the
+round trip in the cost model (docs/handoff.md). For comparison, the same
+``release()`` with nobody waiting.
+
+On bare metal a wake-up is one futex call. In a virtual machine, waking a
+thread whose vCPU has gone idle can also mean an inter-processor interrupt
+that exits to the hypervisor, and the waker's vCPU stalls meanwhile.
+
+    python benchmarks/wake_cost.py          # quick (a few seconds)
+    python benchmarks/wake_cost.py --long   # 10x the wake-ups
+"""
+
+import argparse
+import statistics
+import threading
+from time import perf_counter
+
+from peers import python_version
+
+
+def spin_until(deadline):
+    while perf_counter() < deadline:
+        pass
+
+
+def release_cost_us(slept_s, wakes):
+    """Median and p90 of ``release()`` waking a thread that slept ``slept_s``."""
+    wake, back = threading.Lock(), threading.Lock()
+    wake.acquire()
+    back.acquire()
+    asleep = threading.Event()
+
+    def sleeper():
+        for _ in range(wakes):
+            asleep.set()
+            wake.acquire()  # with the GIL, the waker runs only once this sleeps
+            back.release()
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    costs = []
+    for _ in range(wakes):
+        asleep.wait()
+        asleep.clear()
+        spin_until(perf_counter() + slept_s)
+        started = perf_counter()
+        wake.release()
+        costs.append(perf_counter() - started)
+        back.acquire()
+    thread.join()
+    costs.sort()
+    return statistics.median(costs) * 1e6, costs[len(costs) * 9 // 10] * 1e6
+
+
+def idle_release_us(times):
+    lock = threading.Lock()
+    costs = []
+    for _ in range(times):
+        lock.acquire()
+        started = perf_counter()
+        lock.release()
+        costs.append(perf_counter() - started)
+    return statistics.median(costs) * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--long", action="store_true", help="10x the wake-ups")
+    args = parser.parse_args()
+    wakes = 20_000 if args.long else 2_000
+    print(f"{python_version()}; {wakes} wake-ups per row\n")
+    print(f"{'release() that':<34} | {'median us':>9} | {'p90 us':>7}")
+    print("-" * 57)
+    print(f"{'wakes nobody':<34} | {idle_release_us(wakes):>9.2f} |")
+    for slept_us in (0, 20, 100, 1000):
+        median, p90 = release_cost_us(slept_us / 1e6, wakes)
+        label = f"wakes a thread asleep {slept_us} us"
+        print(f"{label:<34} | {median:>9.2f} | {p90:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
