@@ -14,12 +14,14 @@ cannot change behaviour).
     python tools/mutate.py                       # every module, 2 at a time
     python tools/mutate.py --jobs 1 _channel.py  # one module
     python tools/mutate.py --sample 160          # a uniform sample (seeded)
+    python tools/mutate.py --since HEAD~3        # the lines changed since a revision
 """
 
 import argparse
 import ast
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -143,6 +145,22 @@ def all_mutants(module):
     return mutants
 
 
+def changed_lines(module, revision):
+    """Line numbers of ``module`` that differ from git ``revision`` (added or changed)."""
+    diff = subprocess.run(
+        ["git", "diff", "-U0", revision, "--", str(module)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = set()
+    for hunk in re.finditer(r"^@@ -\S+ \+(\d+)(?:,(\d+))? @@", diff, re.MULTILINE):
+        start, count = int(hunk[1]), int(hunk[2] or 1)
+        lines.update(range(start, start + count))
+    return lines
+
+
 def run_suite(checkout, timeout):
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
     tests = sorted(path.name for path in (ROOT / "tests" / "core").glob("test_*.py"))
@@ -183,10 +201,14 @@ def main():
     parser.add_argument("--timeout", type=int, default=20, help="seconds per test")
     parser.add_argument("--sample", type=int, help="run this many mutants, drawn uniformly")
     parser.add_argument("--seed", type=int, default=1, help="for --sample")
+    parser.add_argument("--since", help="only mutants on lines changed since this git revision")
     args = parser.parse_args()
     names = args.modules or sorted(p.name for p in PACKAGE.glob("*.py"))
     modules = [PACKAGE / name for name in names if name != "__main__.py"]
     work = [(module, mutant) for module in modules for mutant in all_mutants(module)]
+    if args.since is not None:
+        changed = {module: changed_lines(module, args.since) for module in modules}
+        work = [(module, mutant) for module, mutant in work if mutant[0] in changed[module]]
     print(f"{len(work)} mutants in {len(modules)} modules", flush=True)
     if args.sample is not None and args.sample < len(work):
         work = random.Random(args.seed).sample(work, args.sample)

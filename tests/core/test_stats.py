@@ -1,5 +1,6 @@
 """stats(): counters and which side is the bottleneck."""
 
+import asyncio
 import sys
 import threading
 import time
@@ -33,6 +34,9 @@ def test_items_discarded_by_close_are_not_counted_as_consumed():
     bg._worker.thread.join(10)
     next(bg)
     bg.close()
+    for _ in range(2):
+        with pytest.raises(StopIteration):
+            next(bg)  # each finds the emptied buffer: a take that counts for nothing
     stats = bg.stats()
     assert (stats.produced, stats.consumed, stats.buffered) == (10, 1, 0)
 
@@ -99,6 +103,17 @@ def test_counts_are_exact_with_consumers_racing_on_an_empty_buffer(consumers):
     stats = bg.stats()
     assert sum(counts) == 20_000
     assert (stats.produced, stats.consumed, stats.buffered) == (20_000, 20_000, 0)
+
+
+def test_counts_are_exact_for_an_async_consumer_that_waits():
+    async def consume(bg):
+        return [item async for item in bg]
+
+    bg = BackgroundGenerator(slow_source(20, 0.001), max_prefetch=1)
+    assert asyncio.run(asyncio.wait_for(consume(bg), 30)) == list(range(20))
+    stats = bg.stats()
+    assert stats.consumer_wait_s > 0  # it found the buffer empty, so some takes missed
+    assert (stats.produced, stats.consumed, stats.buffered) == (20, 20, 0)
 
 
 def test_balanced_when_neither_side_waits():
