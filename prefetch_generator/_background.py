@@ -130,8 +130,7 @@ class BackgroundGenerator(Generic[T]):
                         return entry
                     return self._delivered.deliver(entry)
             except IndexError:
-                # Empty; raising from in here would chain IndexError to the source's error.
-                channel.misses += 1
+                pass  # empty; raising from in here would chain IndexError to the source's error
             except BaseException:
                 if entry is not NOTHING:
                     self._put_back(entry)
@@ -319,19 +318,13 @@ class BackgroundGenerator(Generic[T]):
         return not self._worker.finished
 
     def stats(self) -> Stats:
-        """A snapshot of the counters; thread-safe, never blocks.
-
-        Keeping them costs nothing per item: a take counts itself, and the
-        timers run only when a side waits. With the GIL the counts are exact;
-        on a free-threaded build, several threads consuming at once can make
-        ``consumed`` (and so ``produced``) off by a few.
-        """
+        """A snapshot of the counters; thread-safe, never blocks."""
         channel = self._channel
-        consumed = channel.consumed()
+        produced = channel.produced  # before the buffer: consumed can only be understated
         buffered = len(channel.items)
         return Stats(
-            produced=consumed + buffered + channel.discarded,
-            consumed=consumed,
+            produced=produced,
+            consumed=max(0, produced - channel.discarded - buffered),
             buffered=buffered,
             consumer_wait_s=channel.consumer_wait_s,
             producer_wait_s=channel.producer_wait_s,

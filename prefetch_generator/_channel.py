@@ -49,18 +49,14 @@ producer blocks until that consumer reports that it runs, for at most
 import sys
 from collections import deque
 from itertools import repeat
-from operator import length_hint
 from queue import Empty, SimpleQueue
 from threading import Lock, get_ident
 from time import perf_counter
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, Optional
 
 HANDOFF_AFTER_S = 200e-6
 HANDOFF_TIMEOUT_S = 5e-3
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
-
-TAKES = sys.maxsize
-"""How many takes a taker allows: more than any stream has items."""
 
 NOTHING = object()
 """What ``take`` returns when no item is buffered."""
@@ -113,19 +109,15 @@ class LoopWaiter:
         return True
 
 
-def _taker(items: deque) -> Tuple[Iterator[Any], Any]:
-    """An iterator that pops ``items`` from the left, raising IndexError when
-    empty, and the ``repeat`` it draws on, which counts its takes.
+def _taker(items: deque) -> Iterator[Any]:
+    """An iterator that pops ``items`` from the left, raising IndexError when empty.
 
     Receivers take items with ``for item in taker:`` rather than calling
     ``items.popleft()``: the interpreter handles signals at the end of a call,
     where a Ctrl-C would lose the item just taken, but never between a
-    ``for`` loop's next item and its store to the loop variable. Each take
-    counts down the ``repeat`` in the same C call, so counting what receivers
-    took costs them nothing per item.
+    ``for`` loop's next item and its store to the loop variable.
     """
-    tries = repeat(items, TAKES)
-    return map(type(items).popleft, tries), tries
+    return map(type(items).popleft, repeat(items))
 
 
 def _resolve(future: Any) -> None:
@@ -139,9 +131,7 @@ class Channel:
     def __init__(self, capacity: float) -> None:
         self.capacity = capacity
         self.items: deque = deque()
-        self.taker, tries = _taker(self.items)
-        self._tries: List[Any] = [tries]  # one per taker: close() makes a new one
-        self.misses = 0  # takes that found the buffer empty
+        self.taker = _taker(self.items)
         self.waiters: deque = deque()
         self.parked = False
         # Locked while no wake-up is pending: the producer parks by acquiring
@@ -152,6 +142,7 @@ class Channel:
         self.stop_requested = False
         self.ended = False
         self.errors: deque = deque()
+        self.produced = 0
         self.discarded = 0
         self.started_at = perf_counter()
         self.producer_wait_s = 0.0
@@ -187,6 +178,7 @@ class Channel:
         append = items.append
         for item in iterator:
             append(item)
+            self.produced += 1
             if waiters:
                 self._wake_consumer(handoff=GIL_ENABLED)
             # A stop sets capacity to 0, so this one check per item also
@@ -254,7 +246,7 @@ class Channel:
                     self.wake_producer()
                 return item
         except IndexError:
-            self.misses += 1
+            pass
         except BaseException:
             if item is not NOTHING:
                 self.put_back(item)
@@ -263,10 +255,7 @@ class Channel:
 
     def put_back(self, item: Any) -> None:
         """Return an item taken but never handed out (an interrupt came between)."""
-        self.misses += 1  # the take handed nothing out
-        if self.stop_requested:  # after close() nothing is handed out any more
-            self.discarded += 1
-        else:
+        if not self.stop_requested:  # after close() nothing is handed out any more
             self.items.appendleft(item)
 
     def wait(self) -> None:
@@ -347,13 +336,6 @@ class Channel:
 
     # -- either side -----------------------------------------------------
 
-    def consumed(self) -> int:
-        """How many items receivers were handed: every take, less those that found
-        the buffer empty or were put back. Exact with the GIL; without it,
-        receivers racing on an empty buffer may undercount their misses."""
-        takes = sum(TAKES - length_hint(tries) for tries in self._tries)
-        return takes - self.misses
-
     def request_stop(self) -> None:
         """Ask the producer to stop; returns at once.
 
@@ -370,8 +352,7 @@ class Channel:
         """
         self.request_stop()
         items = deque()
-        self.taker, tries = _taker(items)
-        self._tries.append(tries)
+        self.taker = _taker(items)
         discarded, self.items = self.items, items
         self.discarded += len(discarded)
         discarded.clear()

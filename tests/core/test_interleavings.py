@@ -121,8 +121,7 @@ def instrumented_channel(schedule, capacity):
 
     channel = TrackedChannel(capacity)
     channel.items, channel.waiters = TrackedDeque(), TrackedDeque()
-    channel.taker, tries = _channel._taker(channel.items)
-    channel._tries = [tries]
+    channel.taker = _channel._taker(channel.items)
     channel._park = TrackedLock()
     channel._park.lock.acquire()  # as the channel holds it: no wake-up pending
     return channel, TrackedQueue
