@@ -9,6 +9,7 @@ Python >= 3.13).
 """
 
 import importlib.util
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -16,7 +17,7 @@ import threading
 import zipfile
 from pathlib import Path
 from time import perf_counter
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 # Benchmark this checkout, not whatever copy happens to be installed.
@@ -38,6 +39,12 @@ def python_version() -> str:
     """This interpreter's version, marked when it runs without the GIL."""
     free = not getattr(sys, "_is_gil_enabled", lambda: True)()
     return f"Python {sys.version.split()[0]}" + (" free-threaded, GIL off" if free else "")
+
+
+def median_and_p90(values: List[float]) -> Tuple[float, float]:
+    """The median and the 90th percentile (the value 90% of the way up) of ``values``."""
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[len(ordered) * 9 // 10]
 
 
 def rotated(names: List[str], round_: int) -> List[str]:

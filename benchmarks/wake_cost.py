@@ -20,7 +20,7 @@ import statistics
 import threading
 from time import perf_counter
 
-from peers import python_version
+from peers import median_and_p90, python_version
 
 
 def spin_until(deadline):
@@ -53,8 +53,8 @@ def release_cost_us(slept_s, wakes):
         costs.append(perf_counter() - started)
         back.acquire()
     thread.join()
-    costs.sort()
-    return statistics.median(costs) * 1e6, costs[len(costs) * 9 // 10] * 1e6
+    median, p90 = median_and_p90(costs)
+    return median * 1e6, p90 * 1e6
 
 
 def idle_release_us(times):

@@ -18,12 +18,11 @@ this one process; the table shows the median and p90 over all items.
 """
 
 import argparse
-import statistics
 import threading
 import time
 from queue import SimpleQueue
 
-from peers import contenders, python_version, rotated
+from peers import contenders, median_and_p90, python_version, rotated
 
 OURS, OLD = "prefetch_generator", "prefetch-generator 1.0.3"
 
@@ -92,9 +91,7 @@ def main():
                     samples[name].extend(latencies_us(wraps[name], k, items, work))
             medians = {}
             for name, values in samples.items():
-                values.sort()
-                medians[name] = statistics.median(values)
-                p90 = values[int(0.9 * len(values))]
+                medians[name], p90 = median_and_p90(values)
                 print(f"{producer:>8} | {k:>2} | {name:<26} | {medians[name]:>9.0f} | {p90:>8.0f}")
             print("-" * 66)
             if OLD in medians:

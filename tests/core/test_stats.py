@@ -35,7 +35,7 @@ def test_items_discarded_by_close_are_not_counted_as_consumed():
     bg.close()
     for _ in range(2):
         with pytest.raises(StopIteration):
-            next(bg)  # each finds the emptied buffer: a take that counts for nothing
+            next(bg)  # after close(): nothing more is handed out, nor counted
     stats = bg.stats()
     assert (stats.produced, stats.consumed, stats.buffered) == (10, 1, 0)
 
@@ -98,7 +98,7 @@ def test_counts_are_exact_for_an_async_consumer_that_waits():
     bg = BackgroundGenerator(slow_source(20, 0.001), max_prefetch=1)
     assert asyncio.run(asyncio.wait_for(consume(bg), 30)) == list(range(20))
     stats = bg.stats()
-    assert stats.consumer_wait_s > 0  # it found the buffer empty, so some takes missed
+    assert stats.consumer_wait_s > 0  # it found the buffer empty and waited
     assert (stats.produced, stats.consumed, stats.buffered) == (20, 20, 0)
 
 
