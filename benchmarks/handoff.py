@@ -77,18 +77,27 @@ def measure(k, items, rounds, wraps):
 
 
 def stats_bookkeeping_ns(k):
-    """What stats() costs per item: the produced counter, plus the wait accounting
-    (two perf_counter() calls and an add) on both sides once per k + 1 items."""
+    """What stats() costs per item: the producer's tally (its loop over
+    ``zip(map(append, source), tally)`` against the same loop without the tally),
+    plus the wait accounting (two perf_counter() calls and an add) on both sides
+    once per k + 1 items."""
     channel = Channel(k + 1)
+    items, rounds = 1_000_000, 5
+    names = {"deque": deque, "n": items, "tally": channel._tally}
+    tallied = "for step in zip(map(deque().append, range(n)), tally): del step"
+    untallied = "for step in map(deque().append, range(n)): del step"
+    times = {tallied: [], untallied: []}
+    for _ in range(rounds):
+        for loop, samples in times.items():
+            samples.append(timeit.timeit(loop, globals=names, number=1))
+    counter = (min(times[tallied]) - min(times[untallied])) / items
     repeat = 1_000_000
-    empty = timeit.timeit("c", globals={"c": channel}, number=repeat)
-    counter = timeit.timeit("c.produced += 1", globals={"c": channel}, number=repeat) - empty
     accounting = timeit.timeit(
         "s = p()\nc.producer_wait_s += p() - s",
         globals={"c": channel, "p": perf_counter},
         number=repeat,
     )
-    return (counter + 2 * accounting / (k + 1)) / repeat * 1e9
+    return (counter + 2 * accounting / repeat / (k + 1)) * 1e9
 
 
 def main():

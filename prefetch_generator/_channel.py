@@ -142,12 +142,29 @@ class Channel:
         self.stop_requested = False
         self.ended = False
         self.errors: deque = deque()
-        self.produced = 0
-        self.discarded = 0
+        # ``send_all`` advances the tally once per item, right after appending
+        # it, inside the same C call: counting costs no bytecode per item. Only
+        # the producer advances it, so ``produced`` is exact with or without
+        # the GIL.
+        self._tally = repeat(None, sys.maxsize)
+        # One entry per discarding (a close, the producer's last appends, an
+        # item put back too late): ``list.append`` is atomic, where ``+=`` on
+        # a shared attribute can lose a count between threads.
+        self._discards: list = []
         self.started_at = perf_counter()
         self.producer_wait_s = 0.0
         self.consumer_wait_s = 0.0
         self._consumer_resumed: SimpleQueue = SimpleQueue()
+
+    @property
+    def produced(self) -> int:
+        """Items appended to the buffer so far."""
+        return sys.maxsize - self._tally.__length_hint__()
+
+    @property
+    def discarded(self) -> int:
+        """Items appended but never handed out, because the channel was closed first."""
+        return sum(self._discards)
 
     # -- producer side ---------------------------------------------------
 
@@ -155,9 +172,9 @@ class Channel:
         """Buffer ``iterator``'s items, blocking while the buffer is full.
 
         Returns True when the iterator is exhausted, False as soon as a stop
-        is requested (the item in hand is discarded): the caller must then
-        stop taking items from its source. Exceptions from the iterator
-        propagate. Call from one producer thread only.
+        is requested: the caller must then stop taking items from its source
+        (and ``close()`` discards what is buffered). Exceptions from the
+        iterator propagate. Call from one producer thread only.
         """
         self.producer_thread = get_ident()
         items = self.items
@@ -169,16 +186,16 @@ class Channel:
         if items is not self.items:
             # close() swapped the buffer out and counted what it held; what
             # was appended to it since is discarded too.
-            self.discarded += len(items)
+            self._discards.append(len(items))
             items.clear()
         return False
 
     def _send_all(self, iterator: Iterator[Any], items: deque) -> bool:
         waiters = self.waiters
-        append = items.append
-        for item in iterator:
-            append(item)
-            self.produced += 1
+        # Each step takes the source's next item, appends it and advances the
+        # tally, all in C.
+        for step in zip(map(items.append, iterator), self._tally):
+            del step  # the last reference: zip reuses the tuple for the next step
             if waiters:
                 self._wake_consumer(handoff=GIL_ENABLED)
             # A stop sets capacity to 0, so this one check per item also
@@ -255,7 +272,9 @@ class Channel:
 
     def put_back(self, item: Any) -> None:
         """Return an item taken but never handed out (an interrupt came between)."""
-        if not self.stop_requested:  # after close() nothing is handed out any more
+        if self.stop_requested:  # after close() nothing is handed out any more
+            self._discards.append(1)
+        else:
             self.items.appendleft(item)
 
     def wait(self) -> None:
@@ -354,7 +373,7 @@ class Channel:
         items = deque()
         self.taker = _taker(items)
         discarded, self.items = self.items, items
-        self.discarded += len(discarded)
+        self._discards.append(len(discarded))
         discarded.clear()
         self.errors.clear()
         self.ended = True

@@ -111,6 +111,24 @@ def test_an_interrupt_after_taking_from_a_source_with_state_puts_back_item_and_s
     assert bg.stats().consumed == 3  # item 1, put back, is counted once, when delivered
 
 
+def test_an_item_taken_when_close_comes_before_it_is_handed_out_counts_as_discarded():
+    bg = BackgroundGenerator(SlowSourceWithState(3), max_prefetch=-1)
+    bg._worker.thread.join(10)
+    assert next(bg) == 0
+    records = bg._delivered.recent
+
+    class ClosedThenInterrupted(type(records)):
+        def append(self, record):
+            bg.close(timeout=0)  # item 1 is taken and not yet handed out
+            raise Interrupt
+
+    bg._delivered.recent = ClosedThenInterrupted(records, maxlen=records.maxlen)
+    with pytest.raises(Interrupt):
+        next(bg)
+    stats = bg.stats()
+    assert (stats.produced, stats.consumed, stats.buffered) == (3, 1, 0)
+
+
 def next_in_a_thread_once_it_waits(bg, waiters):
     """Start ``next(bg)`` in a thread; return once ``waiters`` waiters are registered."""
     got = []
