@@ -83,7 +83,7 @@ def stats_bookkeeping_ns(k):
     once per k + 1 items."""
     channel = Channel(k + 1)
     items, rounds = 1_000_000, 5
-    names = {"deque": deque, "n": items, "tally": channel._tally}
+    names = {"deque": deque, "n": items, "tally": channel._appended}
     tallied = "for step in zip(map(deque().append, range(n)), tally): del step"
     untallied = "for step in map(deque().append, range(n)): del step"
     times = {tallied: [], untallied: []}

@@ -36,6 +36,11 @@ between the taking and the store; see ``_taker``). And a producer about to
 park on a full buffer wakes every registered waiter, so even a waiter that an
 interrupt left registered cannot hold the stream.
 
+Counting, for ``stats()``: the producer counts its appends with a tally it
+advances in the same C call as each append, and items discarded are counted
+by whoever pops them out of a closed buffer (``_drain``), so every count is
+exact with or without the GIL and costs no bytecode per item.
+
 ``request_stop`` is safe inside a finaliser or a signal handler, in any
 thread: attribute stores and a ``Lock.release``, none of which can block.
 
@@ -120,6 +125,31 @@ def _taker(items: deque) -> Iterator[Any]:
     return map(type(items).popleft, repeat(items))
 
 
+def _tally() -> Iterator[None]:
+    """A counter advanced in C: ``zip`` it with an iterator, read it with ``_count``."""
+    return repeat(None, sys.maxsize)
+
+
+def _count(tally: Iterator[None]) -> int:
+    """How many times ``tally`` has been advanced."""
+    return sys.maxsize - tally.__length_hint__()  # type: ignore[attr-defined]
+
+
+def _drain(items: deque) -> int:
+    """Empty ``items``; return how many items this call removed.
+
+    Each item is popped by exactly one thread, so a drain racing another
+    drain, or a receiver, counts every item once. And the whole drain is one
+    C call, which a signal handler cannot split.
+    """
+    removed = _tally()
+    try:
+        deque(zip(_taker(items), removed), maxlen=0)
+    except IndexError:
+        pass  # empty now
+    return _count(removed)
+
+
 def _resolve(future: Any) -> None:
     if not future.done():
         future.set_result(None)
@@ -146,7 +176,7 @@ class Channel:
         # it, inside the same C call: counting costs no bytecode per item. Only
         # the producer advances it, so ``produced`` is exact with or without
         # the GIL.
-        self._tally = repeat(None, sys.maxsize)
+        self._appended = _tally()
         # One entry per discarding (a close, the producer's last appends, an
         # item put back too late): ``list.append`` is atomic, where ``+=`` on
         # a shared attribute can lose a count between threads.
@@ -159,7 +189,7 @@ class Channel:
     @property
     def produced(self) -> int:
         """Items appended to the buffer so far."""
-        return sys.maxsize - self._tally.__length_hint__()
+        return _count(self._appended)
 
     @property
     def discarded(self) -> int:
@@ -184,17 +214,16 @@ class Channel:
         finally:
             self.producer_thread = None  # thread idents are reused once a thread ends
         if items is not self.items:
-            # close() swapped the buffer out and counted what it held; what
-            # was appended to it since is discarded too.
-            self._discards.append(len(items))
-            items.clear()
+            # close() swapped the buffer out and emptied it; what was
+            # appended to it since is discarded too.
+            self._discards.append(_drain(items))
         return False
 
     def _send_all(self, iterator: Iterator[Any], items: deque) -> bool:
         waiters = self.waiters
         # Each step takes the source's next item, appends it and advances the
         # tally, all in C.
-        for step in zip(map(items.append, iterator), self._tally):
+        for step in zip(map(items.append, iterator), self._appended):
             del step  # the last reference: zip reuses the tuple for the next step
             if waiters:
                 self._wake_consumer(handoff=GIL_ENABLED)
@@ -373,8 +402,7 @@ class Channel:
         items = deque()
         self.taker = _taker(items)
         discarded, self.items = self.items, items
-        self._discards.append(len(discarded))
-        discarded.clear()
+        self._discards.append(_drain(discarded))
         self.errors.clear()
         self.ended = True
         self._wake_all_consumers()

@@ -1,6 +1,7 @@
 """stats(): counters and which side is the bottleneck."""
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -100,6 +101,18 @@ def test_counts_are_exact_for_an_async_consumer_that_waits():
     stats = bg.stats()
     assert stats.consumer_wait_s > 0  # it found the buffer empty and waited
     assert (stats.produced, stats.consumed, stats.buffered) == (20, 20, 0)
+
+
+def test_items_discarded_while_the_worker_still_appends_are_counted_once():
+    # close() empties the buffer while the worker appends to it and then
+    # empties it too: each item must be counted by exactly one of them.
+    for _ in range(300):
+        bg = BackgroundGenerator(itertools.count(), max_prefetch=100_000)
+        for _ in range(10):
+            next(bg)
+        bg.close()
+        stats = bg.stats()
+        assert (stats.consumed, stats.buffered) == (10, 0), stats
 
 
 def test_balanced_when_neither_side_waits():
