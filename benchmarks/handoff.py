@@ -17,6 +17,7 @@ items, because with the GIL each side runs dry once per buffer.
 """
 
 import argparse
+import itertools
 import os
 import statistics
 import timeit
@@ -24,7 +25,7 @@ from collections import deque
 from time import perf_counter
 
 from peers import contenders, ping_pong_round_trip_s, python_version, rotated
-from prefetch_generator._channel import Channel
+from prefetch_generator._channel import Channel, _tally
 
 OURS, OLD = "prefetch_generator", "prefetch-generator 1.0.3"
 
@@ -78,13 +79,13 @@ def measure(k, items, rounds, wraps):
 
 def stats_bookkeeping_ns(k):
     """What stats() costs per item: the producer's tally (its loop over
-    ``zip(map(append, source), tally)`` against the same loop without the tally),
+    ``zip(bound, map(append, source), tally)`` against ``map(append, source)``),
     plus the wait accounting (two perf_counter() calls and an add) on both sides
     once per k + 1 items."""
     channel = Channel(k + 1)
     items, rounds = 1_000_000, 5
-    names = {"deque": deque, "n": items, "tally": channel._appended}
-    tallied = "for step in zip(map(deque().append, range(n)), tally): del step"
+    names = {"deque": deque, "n": items, "repeat": itertools.repeat, "tally": _tally}
+    tallied = "for step in zip(repeat(None, n), map(deque().append, range(n)), tally()): del step"
     untallied = "for step in map(deque().append, range(n)): del step"
     times = {tallied: [], untallied: []}
     for _ in range(rounds):

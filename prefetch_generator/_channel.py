@@ -31,15 +31,16 @@ it is interrupted in between, the producer sleeps only until some receiver
 is about to sleep itself, which always releases the park lock first. An
 interrupted waiter takes itself back and hands on a wake-up it was sent. An
 item taken from the buffer goes back to the front if the interrupt lands
-before it is returned (and it is taken by a ``for`` loop, so it cannot land
-between the taking and the store; see ``_taker``). And a producer about to
+before it is returned (and it is taken by a ``for`` loop, so from Python
+3.10 on it cannot land between the taking and the store; see ``_taker``). And a producer about to
 park on a full buffer wakes every registered waiter, so even a waiter that an
 interrupt left registered cannot hold the stream.
 
 Counting, for ``stats()``: the producer counts its appends with a tally it
 advances in the same C call as each append, and items discarded are counted
-by whoever pops them out of a closed buffer (``_drain``), so every count is
-exact with or without the GIL and costs no bytecode per item.
+by whoever pops them out of a closed buffer (``drain``), with a tally
+published before the first pop. Every count is exact with or without the
+GIL, and costs no bytecode per item.
 
 ``request_stop`` is safe inside a finaliser or a signal handler, in any
 thread: attribute stores and a ``Lock.release``, none of which can block.
@@ -62,6 +63,10 @@ from typing import Any, Iterator, Optional
 HANDOFF_AFTER_S = 200e-6
 HANDOFF_TIMEOUT_S = 5e-3
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+# A tally's steps: 2**63 - 1, or 2**31 - 1 on 32-bit builds, where an endless
+# source can reach it (``send_all`` then starts a new tally).
+TALLY_LIMIT = sys.maxsize
 
 NOTHING = object()
 """What ``take`` returns when no item is buffered."""
@@ -119,35 +124,25 @@ def _taker(items: deque) -> Iterator[Any]:
 
     Receivers take items with ``for item in taker:`` rather than calling
     ``items.popleft()``: the interpreter handles signals at the end of a call,
-    where a Ctrl-C would lose the item just taken, but never between a
-    ``for`` loop's next item and its store to the loop variable.
+    where a Ctrl-C would lose the item just taken, but from Python 3.10 on
+    never between a ``for`` loop's next item and its store to the loop
+    variable. (Python 3.8 and 3.9 can: there a Ctrl-C landing exactly
+    between the two loses that item.)
     """
     return map(type(items).popleft, repeat(items))
 
 
 def _tally() -> Iterator[None]:
-    """A counter advanced in C: ``zip`` it with an iterator, read it with ``_count``."""
-    return repeat(None, sys.maxsize)
+    """A counter advanced in C: ``zip`` it with an iterator, read it with ``_count``.
+
+    It stops after ``TALLY_LIMIT`` steps.
+    """
+    return repeat(None, TALLY_LIMIT)
 
 
 def _count(tally: Iterator[None]) -> int:
     """How many times ``tally`` has been advanced."""
-    return sys.maxsize - tally.__length_hint__()  # type: ignore[attr-defined]
-
-
-def _drain(items: deque) -> int:
-    """Empty ``items``; return how many items this call removed.
-
-    Each item is popped by exactly one thread, so a drain racing another
-    drain, or a receiver, counts every item once. And the whole drain is one
-    C call, which a signal handler cannot split.
-    """
-    removed = _tally()
-    try:
-        deque(zip(_taker(items), removed), maxlen=0)
-    except IndexError:
-        pass  # empty now
-    return _count(removed)
+    return TALLY_LIMIT - tally.__length_hint__()  # type: ignore[attr-defined]
 
 
 def _resolve(future: Any) -> None:
@@ -176,8 +171,10 @@ class Channel:
         # it, inside the same C call: counting costs no bytecode per item. Only
         # the producer advances it, so ``produced`` is exact with or without
         # the GIL.
-        self._appended = _tally()
-        # One entry per discarding (a close, the producer's last appends, an
+        # (items counted by earlier tallies, the current tally), replaced
+        # whole: a reader takes both with one attribute load.
+        self._appended = (0, _tally())
+        # A tally per discarding (a close, the producer's last appends, an
         # item put back too late): ``list.append`` is atomic, where ``+=`` on
         # a shared attribute can lose a count between threads.
         self._discards: list = []
@@ -189,12 +186,13 @@ class Channel:
     @property
     def produced(self) -> int:
         """Items appended to the buffer so far."""
-        return _count(self._appended)
+        earlier, tally = self._appended
+        return earlier + _count(tally)
 
     @property
     def discarded(self) -> int:
         """Items appended but never handed out, because the channel was closed first."""
-        return sum(self._discards)
+        return sum(map(_count, self._discards))
 
     # -- producer side ---------------------------------------------------
 
@@ -216,22 +214,28 @@ class Channel:
         if items is not self.items:
             # close() swapped the buffer out and emptied it; what was
             # appended to it since is discarded too.
-            self._discards.append(_drain(items))
+            self.drain(items)
         return False
 
     def _send_all(self, iterator: Iterator[Any], items: deque) -> bool:
         waiters = self.waiters
-        # Each step takes the source's next item, appends it and advances the
-        # tally, all in C.
-        for step in zip(map(items.append, iterator), self._appended):
-            del step  # the last reference: zip reuses the tuple for the next step
-            if waiters:
-                self._wake_consumer(handoff=GIL_ENABLED)
-            # A stop sets capacity to 0, so this one check per item also
-            # notices a stop within one source step.
-            if len(items) >= self.capacity and not self._wait_for_space(items):
-                return False
-        return True
+        appended = map(items.append, iterator)
+        while True:
+            earlier, tally = self._appended
+            # Each step checks the bound, then takes the source's next item
+            # and appends it, then advances the tally: one C call. The bound
+            # stops the loop before a step the tally could not count.
+            for step in zip(repeat(None, TALLY_LIMIT), appended, tally):
+                del step  # the last reference: zip reuses the tuple for the next step
+                if waiters:
+                    self._wake_consumer(handoff=GIL_ENABLED)
+                # A stop sets capacity to 0, so this one check per item also
+                # notices a stop within one source step.
+                if len(items) >= self.capacity and not self._wait_for_space(items):
+                    return False
+            if _count(tally) < TALLY_LIMIT:
+                return True  # the source ran out before the bound
+            self._appended = (earlier + TALLY_LIMIT, _tally())
 
     def finish(self, error: Optional[BaseException] = None) -> None:
         """Send the ending: the source is exhausted, or raised ``error``."""
@@ -302,7 +306,7 @@ class Channel:
     def put_back(self, item: Any) -> None:
         """Return an item taken but never handed out (an interrupt came between)."""
         if self.stop_requested:  # after close() nothing is handed out any more
-            self._discards.append(1)
+            self.drain(deque((item,)))
         else:
             self.items.appendleft(item)
 
@@ -399,13 +403,32 @@ class Channel:
         Not for finalisers (see ``request_stop``).
         """
         self.request_stop()
+        # Emptied in place first, so that what stats() sees goes from
+        # buffered to discarded at once; then swapped out, so that what the
+        # producer appends from now on is never handed out; then emptied again.
+        self.drain(self.items)
         items = deque()
         self.taker = _taker(items)
         discarded, self.items = self.items, items
-        self._discards.append(_drain(discarded))
+        self.drain(discarded)
         self.errors.clear()
         self.ended = True
         self._wake_all_consumers()
+
+    def drain(self, items: deque) -> None:
+        """Empty ``items``, counting what it removes as discarded.
+
+        Each item is popped by exactly one thread, so a drain racing another
+        drain, or a receiver, counts every item once. The tally is published
+        before the first pop, and popping and counting are one C call, so a
+        signal handler raising in between cannot lose a count.
+        """
+        removed = _tally()
+        self._discards.append(removed)
+        try:
+            deque(zip(_taker(items), removed), maxlen=0)
+        except IndexError:
+            pass  # empty now
 
     def _wake_all_consumers(self) -> None:
         while True:

@@ -2,12 +2,13 @@
 
 import asyncio
 import itertools
+import sys
 import threading
 import time
 
 import pytest
 
-from prefetch_generator import BackgroundGenerator, Stats
+from prefetch_generator import BackgroundGenerator, Stats, _channel
 
 
 def test_stats_count_produced_consumed_and_buffered():
@@ -113,6 +114,51 @@ def test_items_discarded_while_the_worker_still_appends_are_counted_once():
         bg.close()
         stats = bg.stats()
         assert (stats.consumed, stats.buffered) == (10, 0), stats
+
+
+def test_an_interrupt_anywhere_in_close_leaves_the_counts_exact():
+    # Raise at each trace event of close() in turn (a signal handler raising
+    # between two lines), then close again: what was buffered counts as
+    # discarded, never as consumed.
+    for event in itertools.count():
+        bg = BackgroundGenerator(range(100), max_prefetch=-1)
+        bg._worker.thread.join(10)
+        assert next(bg) == 0
+        seen = itertools.count()
+
+        def interrupt_at_event(frame, kind, arg):
+            if next(seen) == event:
+                raise KeyboardInterrupt
+            return interrupt_at_event
+
+        sys.settrace(interrupt_at_event)
+        try:
+            bg.close()
+        except KeyboardInterrupt:
+            pass
+        else:
+            break  # close() ran to its end before reaching this event
+        finally:
+            sys.settrace(None)
+        bg.close()
+        stats = bg.stats()
+        assert (stats.produced, stats.consumed, stats.buffered) == (100, 1, 0), (event, stats)
+    assert event > 10  # the events of close() itself were reached
+
+
+def test_a_source_longer_than_a_tally_is_counted_and_delivered_whole(monkeypatch):
+    # A tally stops after TALLY_LIMIT steps (2**31 - 1 on 32-bit builds):
+    # the producer then starts another, without losing or ending anything.
+    monkeypatch.setattr(_channel, "TALLY_LIMIT", 5)
+    for items in (4, 5, 6, 10, 23):
+        bg = BackgroundGenerator(range(items), max_prefetch=3)
+        assert list(bg) == list(range(items))
+        stats = bg.stats()
+        assert (stats.produced, stats.consumed, stats.buffered) == (items, items, 0)
+    endless = BackgroundGenerator(itertools.count(), max_prefetch=2)
+    assert list(itertools.islice(endless, 50)) == list(range(50))
+    endless.close()
+    assert endless.stats().consumed == 50
 
 
 def test_balanced_when_neither_side_waits():
