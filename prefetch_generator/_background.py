@@ -318,10 +318,19 @@ class BackgroundGenerator(Generic[T]):
         return not self._worker.finished
 
     def stats(self) -> Stats:
-        """A snapshot of the counters; thread-safe, never blocks."""
+        """A snapshot of the counters; thread-safe, never blocks.
+
+        Exact once the stream has ended or been closed. Taken while items
+        move, it is not atomic: ``consumed`` may trail by the items that moved
+        meanwhile (and without the GIL, while ``close()`` discards, lead by one).
+        """
         channel = self._channel
-        produced = channel.produced  # before the buffer: consumed can only be understated
-        buffered = len(channel.items)
+        # Read in the order items move (appended, swapped out by close(),
+        # discarded), so that an item moving meanwhile is counted twice rather
+        # than not at all: consumed can only be understated.
+        produced = channel.produced
+        items, retired = channel.items, channel.retired
+        buffered = len(items) + (len(retired) if retired is not items else 0)
         return Stats(
             produced=produced,
             consumed=max(0, produced - channel.discarded - buffered),

@@ -65,7 +65,8 @@ HANDOFF_TIMEOUT_S = 5e-3
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 # A tally's steps: 2**63 - 1, or 2**31 - 1 on 32-bit builds, where an endless
-# source can reach it (``send_all`` then starts a new tally).
+# source can reach it (``send_all`` then starts a new tally). No buffer can
+# hold that many items, so one tally always covers a drain.
 TALLY_LIMIT = sys.maxsize
 
 NOTHING = object()
@@ -156,6 +157,7 @@ class Channel:
     def __init__(self, capacity: float) -> None:
         self.capacity = capacity
         self.items: deque = deque()
+        self.retired: deque = deque()  # the buffer close() swapped out
         self.taker = _taker(self.items)
         self.waiters: deque = deque()
         self.parked = False
@@ -403,30 +405,37 @@ class Channel:
         Not for finalisers (see ``request_stop``).
         """
         self.request_stop()
-        # Emptied in place first, so that what stats() sees goes from
-        # buffered to discarded at once; then swapped out, so that what the
-        # producer appends from now on is never handed out; then emptied again.
-        self.drain(self.items)
+        self.drain(self.retired)  # what an interrupted close() left there
+        # Swapped out, so that what the producer appends from now on is never
+        # handed out, then emptied; ``retired`` keeps its items counted as
+        # buffered until they are counted as discarded.
+        self.retired = self.items
         items = deque()
         self.taker = _taker(items)
-        discarded, self.items = self.items, items
-        self.drain(discarded)
+        self.items = items
+        self.drain(self.retired)
         self.errors.clear()
         self.ended = True
         self._wake_all_consumers()
 
     def drain(self, items: deque) -> None:
-        """Empty ``items``, counting what it removes as discarded.
+        """Empty ``items`` from the right, counting what it removes as discarded.
 
-        Each item is popped by exactly one thread, so a drain racing another
-        drain, or a receiver, counts every item once. The tally is published
-        before the first pop, and popping and counting are one C call, so a
-        signal handler raising in between cannot lose a count.
+        Receivers pop from the left, so what they take meanwhile is still a
+        prefix of the stream, and each item is popped by one thread only, so
+        it is counted once. The tally is published before the first pop, and
+        popping and counting are one C call, so a signal handler raising in
+        between cannot lose a count. The items removed are released only
+        once all are counted: a finaliser of theirs cannot run (and, with the
+        GIL, let another thread read the counts) between a pop and its count.
         """
+        if not items:
+            return  # so that repeated close() calls add nothing
         removed = _tally()
         self._discards.append(removed)
+        kept: deque = deque()
         try:
-            deque(zip(_taker(items), removed), maxlen=0)
+            kept.extend(zip(map(type(items).pop, repeat(items)), removed))
         except IndexError:
             pass  # empty now
 

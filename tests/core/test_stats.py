@@ -116,30 +116,35 @@ def test_items_discarded_while_the_worker_still_appends_are_counted_once():
         assert (stats.consumed, stats.buffered) == (10, 0), stats
 
 
+def close_interrupted_at(bg, event):
+    """Call ``bg.close()``, raising KeyboardInterrupt at its ``event``-th trace
+    event (a signal handler raising between two lines); False if it ended first."""
+    seen = itertools.count()
+
+    def interrupt_at_event(frame, kind, arg):
+        if next(seen) == event:
+            raise KeyboardInterrupt
+        return interrupt_at_event
+
+    sys.settrace(interrupt_at_event)
+    try:
+        bg.close()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.settrace(None)
+    return False
+
+
 def test_an_interrupt_anywhere_in_close_leaves_the_counts_exact():
-    # Raise at each trace event of close() in turn (a signal handler raising
-    # between two lines), then close again: what was buffered counts as
-    # discarded, never as consumed.
+    # Interrupt close() at each trace event in turn, then close again: what
+    # was buffered counts as buffered or discarded, never as consumed.
     for event in itertools.count():
         bg = BackgroundGenerator(range(100), max_prefetch=-1)
         bg._worker.thread.join(10)
         assert next(bg) == 0
-        seen = itertools.count()
-
-        def interrupt_at_event(frame, kind, arg):
-            if next(seen) == event:
-                raise KeyboardInterrupt
-            return interrupt_at_event
-
-        sys.settrace(interrupt_at_event)
-        try:
-            bg.close()
-        except KeyboardInterrupt:
-            pass
-        else:
-            break  # close() ran to its end before reaching this event
-        finally:
-            sys.settrace(None)
+        if not close_interrupted_at(bg, event):
+            break
         assert bg.stats().consumed == 1, event  # the rest is buffered or discarded, even now
         bg.close()
         stats = bg.stats()
@@ -160,6 +165,40 @@ def test_a_source_longer_than_a_tally_is_counted_and_delivered_whole(monkeypatch
     assert list(itertools.islice(endless, 50)) == list(range(50))
     endless.close()
     assert endless.stats().consumed == 50
+
+
+class ReleasesTheGilWhenFreed:
+    def __del__(self):
+        time.sleep(0)  # lets another thread run in the middle of close()
+
+
+def consumed_snapshots_while(bg, action):
+    """``bg.stats().consumed``, taken over and over in another thread while ``action`` runs."""
+    snapshots = []
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            snapshots.append(bg.stats().consumed)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        action()
+    finally:
+        done.set()
+        poller.join(10)
+    return snapshots
+
+
+def test_a_snapshot_taken_while_close_discards_never_overstates_consumed():
+    for _ in range(5):
+        bg = BackgroundGenerator((ReleasesTheGilWhenFreed() for _ in range(200)), max_prefetch=-1)
+        bg._worker.thread.join(10)
+        for _ in range(5):
+            next(bg)
+        snapshots = consumed_snapshots_while(bg, bg.close)
+        assert snapshots and max(snapshots) == 5
 
 
 def test_balanced_when_neither_side_waits():
