@@ -39,8 +39,8 @@ interrupt left registered cannot hold the stream.
 Counting, for ``stats()``: the producer counts its appends with a tally it
 advances in the same C call as each append, and items discarded are counted
 by whoever pops them out of a closed buffer (``drain``), with a tally
-published before the first pop. Every count is exact with or without the
-GIL, and costs no bytecode per item.
+published before the first pop. Every count is exact once the items have
+stopped moving, with or without the GIL, and costs no bytecode per item.
 
 ``request_stop`` is safe inside a finaliser or a signal handler, in any
 thread: attribute stores and a ``Lock.release``, none of which can block.
