@@ -322,7 +322,8 @@ class BackgroundGenerator(Generic[T]):
 
         Exact once the stream has ended or been closed. Taken while items
         move, it is not atomic: ``consumed`` may trail by the items that moved
-        meanwhile (and without the GIL, while ``close()`` discards, lead by one).
+        meanwhile (and without the GIL, while ``close()`` discards, lead by the
+        item or two being discarded at that moment).
         """
         channel = self._channel
         # Read in the order items move (appended, swapped out by close(),

@@ -158,6 +158,7 @@ class Channel:
         self.capacity = capacity
         self.items: deque = deque()
         self.retired: deque = deque()  # the buffer close() swapped out
+        self.closed = False  # whether close() has swapped the buffer out
         self.taker = _taker(self.items)
         self.waiters: deque = deque()
         self.parked = False
@@ -406,16 +407,22 @@ class Channel:
         """
         self.request_stop()
         self.drain(self.retired)  # what an interrupted close() left there
-        # Swapped out, so that what the producer appends from now on is never
-        # handed out, then emptied; ``retired`` keeps its items counted as
-        # buffered until they are counted as discarded.
-        self.retired = self.items
-        items = deque()
-        self.taker = _taker(items)
-        self.items = items
-        self.drain(self.retired)
+        if not self.closed:
+            # Swapped out, once, so that what the producer appends from now
+            # on is never handed out, then emptied; ``retired`` keeps its
+            # items counted as buffered until they are counted as discarded.
+            self.retired = self.items
+            items = deque()
+            self.items, self.taker = items, _taker(items)
+            self.closed = True
+            self.drain(self.retired)
         self.errors.clear()
         self.ended = True
+        # Woken from a copy before they are taken off the list: an interrupt
+        # in between leaves them listed for the next close(). A consumer
+        # woken twice finds a spare token.
+        for waiter in tuple(self.waiters):
+            waiter.wake()
         self._wake_all_consumers()
 
     def drain(self, items: deque) -> None:

@@ -116,7 +116,7 @@ def test_items_discarded_while_the_worker_still_appends_are_counted_once():
         assert (stats.consumed, stats.buffered) == (10, 0), stats
 
 
-def close_interrupted_at(bg, event):
+def close_interrupted_at(bg, event, **close_args):
     """Call ``bg.close()``, raising KeyboardInterrupt at its ``event``-th trace
     event (a signal handler raising between two lines); False if it ended first."""
     seen = itertools.count()
@@ -128,7 +128,7 @@ def close_interrupted_at(bg, event):
 
     sys.settrace(interrupt_at_event)
     try:
-        bg.close()
+        bg.close(**close_args)
     except KeyboardInterrupt:
         return True
     finally:
@@ -150,6 +150,61 @@ def test_an_interrupt_anywhere_in_close_leaves_the_counts_exact():
         stats = bg.stats()
         assert (stats.produced, stats.consumed, stats.buffered) == (100, 1, 0), (event, stats)
     assert event > 10  # the events of close() itself were reached
+
+
+def held_after(items, gate):
+    """Yield ``items``, then wait for ``gate`` and yield one more."""
+    yield from items
+    gate.wait(10)
+    yield "late"
+
+
+def consume_then_set(bg, ended):
+    list(bg)
+    ended.set()
+
+
+def test_an_interrupt_anywhere_in_close_still_wakes_a_waiting_consumer():
+    gate = threading.Event()
+    for event in itertools.count():
+        bg = BackgroundGenerator(held_after([], gate), max_prefetch=1)
+        ended = threading.Event()
+        consumer = threading.Thread(target=consume_then_set, args=(bg, ended), daemon=True)
+        consumer.start()
+        deadline = time.monotonic() + 10
+        while not bg._channel.waiters and time.monotonic() < deadline:
+            time.sleep(0.001)  # waits for a state, bounded
+        interrupted = close_interrupted_at(bg, event, timeout=0)
+        bg.close(timeout=0)
+        assert ended.wait(10), event  # not left asleep with its wake-up lost
+        if not interrupted:
+            break
+    gate.set()
+    assert event > 10
+
+
+def test_a_second_close_keeps_what_the_worker_appends_late_counted_as_buffered(monkeypatch):
+    gate, appended, release = threading.Event(), threading.Event(), threading.Event()
+    bg = BackgroundGenerator(held_after([0, 1], gate), max_prefetch=-1)
+    assert [next(bg), next(bg)] == [0, 1]
+    bg.close(timeout=0)
+    bg.close(timeout=0)
+    wait_for_space = _channel.Channel._wait_for_space
+
+    def held_wait_for_space(self, items):
+        appended.set()  # the late item is appended; its drain has not run yet
+        release.wait(10)
+        return wait_for_space(self, items)
+
+    monkeypatch.setattr(_channel.Channel, "_wait_for_space", held_wait_for_space)
+    gate.set()
+    assert appended.wait(10)
+    stats = bg.stats()
+    release.set()
+    assert (stats.produced, stats.consumed, stats.buffered) == (3, 2, 1)
+    bg._worker.thread.join(10)
+    stats = bg.stats()
+    assert (stats.produced, stats.consumed, stats.buffered) == (3, 2, 0)
 
 
 def test_a_source_longer_than_a_tally_is_counted_and_delivered_whole(monkeypatch):
