@@ -207,6 +207,15 @@ def test_a_second_close_keeps_what_the_worker_appends_late_counted_as_buffered(m
     assert (stats.produced, stats.consumed, stats.buffered) == (3, 2, 0)
 
 
+def test_repeated_close_calls_keep_no_record_of_their_own():
+    bg = BackgroundGenerator(range(10), max_prefetch=-1)
+    bg._worker.thread.join(10)
+    for _ in range(1000):
+        bg.close()
+    assert len(bg._channel._discards) == 1  # the one drain that discarded something
+    assert bg.stats().consumed == 0
+
+
 def test_a_source_longer_than_a_tally_is_counted_and_delivered_whole(monkeypatch):
     # A tally stops after TALLY_LIMIT steps (2**31 - 1 on 32-bit builds):
     # the producer then starts another, without losing or ending anything.
