@@ -32,9 +32,10 @@ is about to sleep itself, which always releases the park lock first. An
 interrupted waiter takes itself back and hands on a wake-up it was sent. An
 item taken from the buffer goes back to the front if the interrupt lands
 before it is returned (and it is taken by a ``for`` loop, so from Python
-3.10 on it cannot land between the taking and the store; see ``_taker``). And a producer about to
-park on a full buffer wakes every registered waiter, so even a waiter that an
-interrupt left registered cannot hold the stream.
+3.10 on it cannot land between the taking and the store; see ``_taker``).
+And a producer about to park on a full buffer wakes every registered
+waiter, so even a waiter that an interrupt left registered cannot hold the
+stream.
 
 Counting, for ``stats()``: the producer counts its appends with a tally it
 advances in the same C call as each append, and items discarded are counted
@@ -170,12 +171,11 @@ class Channel:
         self.stop_requested = False
         self.ended = False
         self.errors: deque = deque()
-        # ``send_all`` advances the tally once per item, right after appending
-        # it, inside the same C call: counting costs no bytecode per item. Only
-        # the producer advances it, so ``produced`` is exact with or without
-        # the GIL.
         # (items counted by earlier tallies, the current tally), replaced
-        # whole: a reader takes both with one attribute load.
+        # whole, so a reader takes both with one attribute load. ``send_all``
+        # advances the tally once per item, right after appending it, inside
+        # the same C call: counting costs no bytecode per item. Only the
+        # producer advances it, so ``produced`` is exact with or without the GIL.
         self._appended = (0, _tally())
         # A tally per discarding (a close, the producer's last appends, an
         # item put back too late): ``list.append`` is atomic, where ``+=`` on
@@ -418,11 +418,6 @@ class Channel:
             self.drain(self.retired)
         self.errors.clear()
         self.ended = True
-        # Woken from a copy before they are taken off the list: an interrupt
-        # in between leaves them listed for the next close(). A consumer
-        # woken twice finds a spare token.
-        for waiter in tuple(self.waiters):
-            waiter.wake()
         self._wake_all_consumers()
 
     def drain(self, items: deque) -> None:
@@ -447,12 +442,21 @@ class Channel:
             pass  # empty now
 
     def _wake_all_consumers(self) -> None:
+        # Each waiter is woken before it is taken off the list, so that an
+        # interrupt in between (close() runs in a consumer's thread) leaves it
+        # listed for the next call; woken twice, a waiter finds a spare token.
+        # (No copy of the list: without the GIL, copying a deque that another
+        # thread changes raises RuntimeError.)
         while True:
             try:
-                waiter = self.waiters.popleft()
+                waiter = self.waiters[0]
             except IndexError:
                 return
             waiter.wake()
+            try:
+                self.waiters.remove(waiter)
+            except ValueError:
+                pass  # withdrawn, or taken by another waker, meanwhile
 
     def on_fork_in_child(self) -> None:
         """End a copy inherited by a forked child, where its producer does not exist."""
