@@ -13,11 +13,10 @@ import argparse
 import gc
 import itertools
 import statistics
-import sys
 import threading
 import time
 
-from peers import contenders
+from peers import contenders, python_version
 
 
 def endless(closed):
@@ -46,7 +45,7 @@ def main():
     parser.add_argument("--long", action="store_true", help="10x the iterators")
     args = parser.parse_args()
     iterators = 1000 if args.long else 100
-    print(f"Python {sys.version.split()[0]}; {iterators} iterators each\n")
+    print(f"{python_version()}; {iterators} iterators each\n")
     header = ("contender", "ms per iterator", "threads left", "sources closed")
     print("{:<26} | {:>15} | {:>12} | {:>14}".format(*header))
     print("-" * 78)

@@ -11,11 +11,10 @@ at all; a perfect prefetcher matches it. Wake latency has its own script,
 
 import argparse
 import statistics
-import sys
 import threading
 import time
 
-from peers import contenders
+from peers import contenders, python_version
 
 OURS, OLD = "prefetch_generator", "prefetch-generator 1.0.3"
 
@@ -52,7 +51,7 @@ def main():
     args = parser.parse_args()
     scale = 5 if args.long else 1
     wraps = {name: wrap for name, wrap in contenders().items() if wrap is not None}
-    print(f"Python {sys.version.split()[0]}\n")
+    print(f"{python_version()}\n")
 
     print("Overlap: both sides sleep P ms per item; time / two free threads' time (median)")
     print(f"{'P ms':>5} | {'items':>5} | " + " | ".join(f"{name[:24]:>24}" for name in wraps))
