@@ -7,6 +7,12 @@ a waiting consumer, 1.0.3's Conditions do the same), so this is part of the
 round trip in the cost model (docs/handoff.md). For comparison, the same
 ``release()`` with nobody waiting.
 
+A second table gives the whole round trip (two threads waking each other in
+turn) when each sleeps on a ``Lock`` and when each sleeps on a
+``queue.SimpleQueue``: consumers of this package sleep on a ``Lock`` of their
+own, because on free-threaded builds its ``acquire()`` spins briefly before
+it sleeps and so often catches a prompt wake-up without sleeping at all.
+
 On bare metal a wake-up is one futex call. In a virtual machine, waking a
 thread whose vCPU has gone idle can also mean an inter-processor interrupt
 that exits to the hypervisor, and the waker's vCPU stalls meanwhile.
@@ -18,6 +24,7 @@ that exits to the hypervisor, and the waker's vCPU stalls meanwhile.
 import argparse
 import statistics
 import threading
+from queue import SimpleQueue
 from time import perf_counter
 
 from peers import median_and_p90, python_version
@@ -68,6 +75,38 @@ def idle_release_us(times):
     return statistics.median(costs) * 1e6
 
 
+def lock_sleep_and_wake():
+    lock = threading.Lock()
+    lock.acquire()
+    return lock.acquire, lock.release
+
+
+def queue_sleep_and_wake():
+    queue = SimpleQueue()
+    return queue.get, lambda: queue.put(None)
+
+
+def round_trip_us(sleep_and_wake, rounds):
+    """Mean round trip of two threads that wake each other in turn."""
+    sleep_here, wake_here = sleep_and_wake()
+    sleep_there, wake_there = sleep_and_wake()
+
+    def other():
+        for _ in range(rounds):
+            sleep_there()
+            wake_here()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    started = perf_counter()
+    for _ in range(rounds):
+        wake_there()
+        sleep_here()
+    elapsed = perf_counter() - started
+    thread.join()
+    return elapsed / rounds * 1e6
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--long", action="store_true", help="10x the wake-ups")
@@ -81,6 +120,12 @@ def main():
         median, p90 = release_cost_us(slept_us / 1e6, wakes)
         label = f"wakes a thread asleep {slept_us} us"
         print(f"{label:<34} | {median:>9.2f} | {p90:>7.2f}")
+    print(f"\n{'round trip, both sleeping on a':<34} | {'median us':>9} (of 7 runs)")
+    print("-" * 57)
+    kinds = {"Lock": lock_sleep_and_wake, "SimpleQueue": queue_sleep_and_wake}
+    for name, sleep_and_wake in kinds.items():
+        runs = [round_trip_us(sleep_and_wake, wakes) for _ in range(7)]
+        print(f"{name:<34} | {statistics.median(runs):>9.2f}")
 
 
 if __name__ == "__main__":

@@ -126,6 +126,8 @@ class BackgroundGenerator(Generic[T]):
                 for entry in channel.taker:
                     if channel.parked:
                         channel.wake_producer()
+                    if channel.closed:
+                        raise StopIteration  # see Channel.take
                     if self._delivered is None:
                         return entry
                     return self._delivered.deliver(entry)
@@ -166,7 +168,15 @@ class BackgroundGenerator(Generic[T]):
         """
         channel = self._channel
         while True:
-            entry = channel.take()
+            try:
+                entry = channel.take()
+                if entry is NOTHING:
+                    channel.raise_if_drained()
+            except StopIteration:
+                self._saw_the_end()
+                raise StopAsyncIteration from None
+            except StopAsyncIteration as error:
+                raise RuntimeError("the source raised StopAsyncIteration") from error
             if entry is not NOTHING:
                 if self._delivered is None:
                     return entry
@@ -175,13 +185,6 @@ class BackgroundGenerator(Generic[T]):
                 except BaseException:
                     self._put_back(entry)
                     raise
-            try:
-                channel.raise_if_drained()
-            except StopIteration:
-                self._saw_the_end()
-                raise StopAsyncIteration from None
-            except StopAsyncIteration as error:
-                raise RuntimeError("the source raised StopAsyncIteration") from error
             waiter = LoopWaiter(asyncio.get_running_loop())
             try:
                 if channel.add_waiter(waiter):

@@ -10,9 +10,9 @@ any of those points, and random stress runs almost never hit the bad ones:
 this visits each of them.
 """
 
+import asyncio
 import threading
 from collections import deque
-from queue import SimpleQueue
 from threading import get_ident
 
 import pytest
@@ -75,17 +75,6 @@ def instrumented_channel(schedule, capacity):
             schedule.step()
             super().remove(item)
 
-    class TrackedQueue(SimpleQueue):
-        def put(self, item):
-            schedule.step()
-            super().put(item)
-
-        def get(self, block=True, timeout=None):
-            schedule.step()
-            if timeout is None:
-                schedule.cannot_go_on()
-            return super().get(block, timeout)
-
     def tracked_flag(name):
         def get(self):
             schedule.step()
@@ -98,10 +87,11 @@ def instrumented_channel(schedule, capacity):
         return property(get, set_)
 
     class TrackedLock:
-        """The channel's park lock, whose calls are steps."""
+        """A lock that starts locked (the park lock, a waiter's), whose calls are steps."""
 
         def __init__(self):
             self.lock = threading.Lock()
+            self.lock.acquire()
 
         def acquire(self):
             schedule.step()
@@ -123,21 +113,20 @@ def instrumented_channel(schedule, capacity):
     channel.items, channel.waiters = TrackedDeque(), TrackedDeque()
     channel.taker = _channel._taker(channel.items)
     channel._park = TrackedLock()
-    channel._park.lock.acquire()  # as the channel holds it: no wake-up pending
-    return channel, TrackedQueue
+    return channel, TrackedLock
 
 
 def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
     """Run ``scenario`` with one side paused; return how many steps that side took."""
     schedule = Schedule(paused_role, pause_at)
-    channel, queue_type = instrumented_channel(schedule, capacity)
+    channel, lock_type = instrumented_channel(schedule, capacity)
 
     class TrackedThreadWaiter(_channel.ThreadWaiter):
         __slots__ = ()
 
         def __init__(self):
             super().__init__()
-            self.tokens = queue_type()
+            self.woken = lock_type()
 
     monkeypatch.setattr(_channel, "ThreadWaiter", TrackedThreadWaiter)
     outcome = {}
@@ -163,11 +152,27 @@ def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
     return schedule.steps[paused_role], outcome, where
 
 
+def consumer_of(channel):
+    """A BackgroundGenerator over ``channel``, with no worker of its own."""
+    consumer = BackgroundGenerator.__new__(BackgroundGenerator)
+    consumer._channel, consumer._delivered = channel, None
+    return consumer
+
+
 def receiver(channel):
     """``next()`` exactly as a BackgroundGenerator runs it, over ``channel``."""
-    consumer = BackgroundGenerator.__new__(BackgroundGenerator)  # no worker of its own
-    consumer._channel, consumer._delivered = channel, None
-    return consumer.__next__
+    return consumer_of(channel).__next__
+
+
+def receive_all(channel):
+    return list(iter(receiver(channel), object()))  # ends on StopIteration
+
+
+def receive_all_async(channel):
+    async def receive():
+        return [item async for item in consumer_of(channel)]
+
+    return asyncio.run(receive())
 
 
 def finite_stream(items):
@@ -177,7 +182,7 @@ def finite_stream(items):
         return "finished"
 
     def consume(channel):
-        return list(iter(receiver(channel), object()))  # ends on StopIteration
+        return receive_all(channel)
 
     return produce, consume
 
@@ -228,3 +233,56 @@ def test_no_pause_point_keeps_the_producer_from_seeing_a_stop(monkeypatch, pause
         assert outcome == {"producer": False, "consumer": [0, 0, 0]}, where
 
     every_pause_point(monkeypatch, paused_role, 2, stopped_stream(3), check)
+
+
+@pytest.mark.parametrize("receive", [receive_all, receive_all_async], ids=["next", "anext"])
+def test_a_consumer_that_loaded_the_buffer_before_close_swapped_it_gets_no_gap(receive):
+    # Without the GIL (and on 3.8/3.9 at a thread switch) a consumer can load
+    # the taker, then lose the CPU while close() swaps the buffer out and
+    # discards it, and the producer appends one more item to the old buffer.
+    # Popping that item and handing it out would skip the discarded ones.
+    consumer_has_the_taker, late_item_appended = threading.Event(), threading.Event()
+    consumer_done = threading.Event()
+
+    class Buffer(deque):
+        def popleft(self):
+            if not consumer_has_the_taker.is_set():
+                consumer_has_the_taker.set()
+                assert late_item_appended.wait(BOUND_S)
+            return super().popleft()
+
+        def append(self, item):
+            super().append(item)
+            if channel.closed and not late_item_appended.is_set():
+                late_item_appended.set()
+                assert consumer_done.wait(BOUND_S)
+
+    def source():
+        yield 0
+        yield 1
+        assert consumer_has_the_taker.wait(BOUND_S)
+        channel.close()  # as from a third thread, while the producer is between items
+        yield 2
+
+    channel = Channel(4)
+    channel.items = Buffer()
+    channel.taker = _channel._taker(channel.items)
+    received = []
+
+    def consume():
+        try:
+            received.extend(receive(channel))
+        finally:
+            consumer_done.set()
+
+    threads = [
+        threading.Thread(target=channel.send_all, args=(source(),), daemon=True),
+        threading.Thread(target=consume, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND_S)
+    assert not any(thread.is_alive() for thread in threads)
+    assert received == []
+    assert (channel.produced, channel.discarded) == (3, 3)
