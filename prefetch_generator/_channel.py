@@ -44,7 +44,8 @@ published before the first pop. Every count is exact once the items have
 stopped moving, with or without the GIL, and costs no bytecode per item.
 
 ``request_stop`` is safe inside a finaliser or a signal handler, in any
-thread: attribute stores and a ``Lock.release``, none of which can block.
+thread: attribute stores, a ``Lock.release`` and a ``deque.clear``, none of
+which waits for another thread.
 
 Latency: when the producer holds the GIL (pure-Python work per item), a
 consumer it wakes would wait up to the switch interval (5 ms) for the GIL. So
@@ -257,7 +258,7 @@ class Channel:
             self.errors.append(error)
         self.ended = True
         if self.stop_requested:
-            self.errors.clear()  # a close() that raced this call wins
+            self.errors.clear()  # a stop that raced this call wins
         self._wake_all_consumers()
 
     def _wait_for_space(self, items: deque) -> bool:
@@ -410,13 +411,18 @@ class Channel:
     # -- either side -----------------------------------------------------
 
     def request_stop(self) -> None:
-        """Ask the producer to stop; returns at once.
+        """Ask the producer to stop, and drop the source's error; returns at once.
 
-        Safe inside a finaliser or a signal handler, in any thread.
+        After a stop nobody receives the error (``finish`` drops one sent
+        later). Dropping it here rather than leaving it to the garbage
+        collector matters: its traceback holds the worker's frames, and they
+        hold this channel. Safe inside a finaliser or a signal handler, in any
+        thread.
         """
         self.stop_requested = True
         self.capacity = 0
         self.wake_producer()
+        self.errors.clear()
 
     def close(self) -> None:
         """Stop now: discard buffered items, end the stream, wake everyone.
@@ -434,7 +440,6 @@ class Channel:
             self.items, self.taker = items, _taker(items)
             self.closed = True
             self.drain(self.retired)
-        self.errors.clear()
         self.ended = True
         self._wake_all_consumers()
 

@@ -3,6 +3,7 @@
 import gc
 import sys
 import threading
+import weakref
 
 import pytest
 
@@ -160,6 +161,30 @@ def test_many_abandoned_iterators_leave_no_threads(no_gc):
     for _ in range(300):
         next(BackgroundGenerator(iter(Endless())))
     assert workers_end()
+
+
+class SourceError(Exception):
+    """An exception that can be weakly referenced (built-in ones cannot)."""
+
+
+def test_a_source_error_nobody_received_is_freed_without_the_gc(no_gc):
+    # Its traceback holds the worker's frames, which hold the channel that
+    # holds the error: dropping the BackgroundGenerator must break that cycle.
+    raised = []
+
+    def remembered(error):
+        raised.append(weakref.ref(error))
+        return error
+
+    def source():
+        yield 1
+        raise remembered(SourceError("never received"))
+
+    bg = BackgroundGenerator(source())
+    assert next(bg) == 1
+    assert workers_end()
+    del bg
+    assert raised[0]() is None
 
 
 @pytest.mark.parametrize("error_type", [KeyboardInterrupt, SystemExit, GeneratorExit])
