@@ -52,6 +52,12 @@ consumer it wakes would wait up to the switch interval (5 ms) for the GIL. So
 after waking a consumer that slept longer than ``HANDOFF_AFTER_S``, the
 producer blocks until that consumer reports that it runs, for at most
 ``HANDOFF_TIMEOUT_S``. Without a GIL both run at once and nobody waits.
+Instead, a consumer that finds the buffer empty first polls it for up to
+``SPIN_S``, unless its last sleep took longer than
+``SPIN_AFTER_SLEEPS_UNDER_S`` (a slow producer): when the
+producer is about as fast as the consumer, the next item then arrives
+without a sleep and a wake-up, each of which costs 10-25 us. (With the GIL,
+polling would only keep the producer from running.)
 """
 
 import sys
@@ -65,6 +71,8 @@ from typing import Any, Iterator, Optional
 HANDOFF_AFTER_S = 200e-6
 HANDOFF_TIMEOUT_S = 5e-3
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+SPIN_S = 0.0 if GIL_ENABLED else 20e-6
+SPIN_AFTER_SLEEPS_UNDER_S = 100e-6
 
 # A tally's steps: 2**63 - 1, or 2**31 - 1 on 32-bit builds, where an endless
 # source can reach it (``send_all`` then starts a new tally). No buffer can
@@ -196,6 +204,7 @@ class Channel:
         self.started_at = perf_counter()
         self.producer_wait_s = 0.0
         self.consumer_wait_s = 0.0
+        self.spin_s = SPIN_S  # how long the next consumer to run dry polls first
         self._consumer_resumed: SimpleQueue = SimpleQueue()
 
     @property
@@ -342,16 +351,32 @@ class Channel:
         source), where waiting would deadlock.
         """
         self.raise_if_drained()
+        if self.spin_s and self._poll(self.spin_s):
+            return
         waiter = ThreadWaiter()
         try:
             if self.add_waiter(waiter):
                 waiter.woken.acquire()
                 if waiter.handoff:
                     self._consumer_resumed.put(None)
-                self.consumer_wait_s += perf_counter() - waiter.since
+                slept = perf_counter() - waiter.since
+                self.consumer_wait_s += slept
+                self.spin_s = SPIN_S if slept < SPIN_AFTER_SLEEPS_UNDER_S else 0.0
         except BaseException:
             self.withdraw(waiter)
             raise
+
+    def _poll(self, timeout: float) -> bool:
+        """Whether an item or the ending comes within ``timeout``, polling for it."""
+        started = perf_counter()
+        deadline = started + timeout
+        items = self.items  # a close() swaps it out, then ends the stream
+        while not items and not self.ended:
+            if perf_counter() > deadline:
+                self.consumer_wait_s += perf_counter() - started
+                return False
+        self.consumer_wait_s += perf_counter() - started
+        return True
 
     def raise_if_drained(self) -> None:
         """Raise the ending (the source's exception once, else StopIteration) if the
