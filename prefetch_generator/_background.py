@@ -126,8 +126,6 @@ class BackgroundGenerator(Generic[T]):
                 for entry in channel.taker:
                     if channel.parked:
                         channel.wake_producer()
-                    if channel.closed:
-                        raise StopIteration  # see Channel.take
                     if self._delivered is None:
                         return entry
                     return self._delivered.deliver(entry)
@@ -168,15 +166,7 @@ class BackgroundGenerator(Generic[T]):
         """
         channel = self._channel
         while True:
-            try:
-                entry = channel.take()
-                if entry is NOTHING:
-                    channel.raise_if_drained()
-            except StopIteration:
-                self._saw_the_end()
-                raise StopAsyncIteration from None
-            except StopAsyncIteration as error:
-                raise RuntimeError("the source raised StopAsyncIteration") from error
+            entry = channel.take()
             if entry is not NOTHING:
                 if self._delivered is None:
                     return entry
@@ -185,6 +175,13 @@ class BackgroundGenerator(Generic[T]):
                 except BaseException:
                     self._put_back(entry)
                     raise
+            try:
+                channel.raise_if_drained()
+            except StopIteration:
+                self._saw_the_end()
+                raise StopAsyncIteration from None
+            except StopAsyncIteration as error:
+                raise RuntimeError("the source raised StopAsyncIteration") from error
             waiter = LoopWaiter(asyncio.get_running_loop())
             try:
                 if channel.add_waiter(waiter):
@@ -329,12 +326,11 @@ class BackgroundGenerator(Generic[T]):
         item or two being discarded at that moment).
         """
         channel = self._channel
-        # Read in the order items move (appended, swapped out by close(),
-        # discarded), so that an item moving meanwhile is counted twice rather
-        # than not at all: consumed can only be understated.
+        # Read in the order items move (appended, buffered, discarded), so
+        # that an item moving meanwhile is counted twice rather than not at
+        # all: consumed can only be understated.
         produced = channel.produced
-        items, retired = channel.items, channel.retired
-        buffered = len(items) + (len(retired) if retired is not items else 0)
+        buffered = len(channel.items)
         return Stats(
             produced=produced,
             consumed=max(0, produced - channel.discarded - buffered),

@@ -178,8 +178,7 @@ class Channel:
     def __init__(self, capacity: float) -> None:
         self.capacity = capacity
         self.items: deque = deque()
-        self.retired: deque = deque()  # the buffer close() swapped out
-        self.closed = False  # whether close() has swapped the buffer out
+        self.closed = False  # whether close() ran: nothing more is handed out
         self.taker = _taker(self.items)
         self.waiters: deque = deque()
         self.parked = False
@@ -188,6 +187,7 @@ class Channel:
         self._park = Lock()
         self._park.acquire()
         self.producer_thread: Optional[int] = None
+        self.appending = True  # until send_all returns: the producer may append
         self.stop_requested = False
         self.ended = False
         self.errors: deque = deque()
@@ -231,15 +231,15 @@ class Channel:
         self.producer_thread = get_ident()
         items = self.items
         try:
-            if self._send_all(iterator, items):
-                return True
+            # After a stop, nothing more is taken from the source.
+            return not self.stop_requested and self._send_all(iterator, items)
         finally:
             self.producer_thread = None  # thread idents are reused once a thread ends
-        if items is not self.items:
-            # close() swapped the buffer out and emptied it; what was
-            # appended to it since is discarded too.
-            self.drain(items)
-        return False
+            self.appending = False
+            if self.closed:
+                # close() leaves emptying the buffer to the producer while
+                # the producer may still append to it.
+                self.drain(items)
 
     def _send_all(self, iterator: Iterator[Any], items: deque) -> bool:
         waiters = self.waiters
@@ -310,12 +310,6 @@ class Channel:
     def take(self) -> Any:
         """Take the next item if one is buffered, else return ``NOTHING``; never blocks.
 
-        Raises StopIteration if the item was taken after ``close()`` swapped
-        the buffer out: through a taker loaded before the swap (without the
-        GIL, or at a thread switch on Python 3.8/3.9), the old buffer can
-        hold the producer's last append, and handing it out would skip the
-        items discarded before it. It is discarded too.
-
         ``BackgroundGenerator.__next__`` inlines this (one frame less per item).
         """
         item = NOTHING
@@ -323,8 +317,6 @@ class Channel:
             for item in self.taker:
                 if self.parked:
                     self.wake_producer()
-                if self.closed:
-                    raise StopIteration
                 return item
         except IndexError:
             pass
@@ -381,7 +373,8 @@ class Channel:
     def raise_if_drained(self) -> None:
         """Raise the ending (the source's exception once, else StopIteration) if the
         stream has ended and nothing is buffered."""
-        if self.ended and not self.items:  # the producer appends its last item, then ends
+        # The producer appends its last item, then ends; close() ends at once.
+        if self.ended and (self.closed or not self.items):
             try:
                 error = self.errors.popleft()
             except IndexError:
@@ -455,17 +448,17 @@ class Channel:
         Not for finalisers (see ``request_stop``).
         """
         self.request_stop()
-        self.drain(self.retired)  # what an interrupted close() left there
-        if not self.closed:
-            # Swapped out, once, so that what the producer appends from now
-            # on is never handed out, then emptied; ``retired`` keeps its
-            # items counted as buffered until they are counted as discarded.
-            self.retired = self.items
-            items = deque()
-            self.items, self.taker = items, _taker(items)
-            self.closed = True
-            self.drain(self.retired)
-        self.ended = True
+        # One statement, so that no interrupt can leave receivers with
+        # neither items nor the ending: from here on nothing is handed out
+        # (but by a receiver that read ``taker`` before: it pops from the
+        # left, so what it takes is still the stream's next item).
+        self.taker, self.closed, self.ended = iter(()), True, True
+        if not self.appending:
+            # Emptied only once the producer appends no more: an item it
+            # appended after the emptying would reach a receiver that read
+            # ``taker`` before, after a gap. Until then the producer empties
+            # it itself, when ``send_all`` returns.
+            self.drain(self.items)
         self._wake_all_consumers()
 
     def drain(self, items: deque) -> None:
@@ -508,6 +501,7 @@ class Channel:
 
     def on_fork_in_child(self) -> None:
         """End a copy inherited by a forked child, where its producer does not exist."""
+        self.appending = False
         self._park = Lock()
         self._park.acquire()
         self.waiters = deque()

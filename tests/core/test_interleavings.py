@@ -12,6 +12,7 @@ this visits each of them.
 
 import asyncio
 import threading
+import time
 from collections import deque
 from threading import get_ident
 
@@ -284,5 +285,39 @@ def test_a_consumer_that_loaded_the_buffer_before_close_swapped_it_gets_no_gap(r
     for thread in threads:
         thread.join(BOUND_S)
     assert not any(thread.is_alive() for thread in threads)
-    assert received == []
-    assert (channel.produced, channel.discarded) == (3, 3)
+    assert received == list(range(len(received)))
+    assert (channel.produced, channel.discarded) == (3, 3 - len(received))
+
+
+def test_an_item_taken_just_before_close_is_still_handed_out():
+    # Consumer A takes item 0 and pauses before returning it; consumer B
+    # takes item 1 and returns it; then close() runs. Discarding A's item
+    # now would leave a gap: B received item 1 without item 0.
+    a_took_an_item, a_may_go_on = threading.Event(), threading.Event()
+
+    class PausingChannel(Channel):
+        def wake_producer(self):
+            if threading.current_thread().name == "A" and not a_took_an_item.is_set():
+                a_took_an_item.set()
+                assert a_may_go_on.wait(BOUND_S)
+            super().wake_producer()
+
+    channel = PausingChannel(4)
+    producer = threading.Thread(target=channel.send_all, args=(iter(range(10)),), daemon=True)
+    producer.start()
+    started = time.monotonic()
+    while not channel.parked:  # until the buffer is full and the producer parks
+        assert time.monotonic() - started < BOUND_S, "the producer never parked"
+    a_received = []
+    consumer_a = threading.Thread(
+        target=lambda: a_received.append(receiver(channel)()), name="A", daemon=True
+    )
+    consumer_a.start()
+    assert a_took_an_item.wait(BOUND_S)
+    b_received = receiver(channel)()
+    channel.close()
+    a_may_go_on.set()
+    for thread in (consumer_a, producer):
+        thread.join(BOUND_S)
+    assert not consumer_a.is_alive() and not producer.is_alive()
+    assert (a_received, b_received) == ([0], 1)
