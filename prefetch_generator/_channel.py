@@ -375,13 +375,16 @@ class Channel:
         stream has ended and nothing is buffered."""
         # The producer appends its last item, then ends; close() ends at once.
         if self.ended and (self.closed or not self.items):
+            error = None
             try:
-                error = self.errors.popleft()
-            except IndexError:
-                error = None
-            if error is None:
-                raise StopIteration
-            raise error
+                # Taken by a ``for`` loop and raised in its body, as items are
+                # taken (see ``_taker``): a Ctrl-C cannot land in between.
+                for error in _taker(self.errors):
+                    raise error
+            except IndexError as raised:
+                if raised is error:
+                    raise  # the source's own IndexError
+            raise StopIteration
 
     def wake_producer(self) -> None:
         """Wake the producer if it is parked on a full buffer, or will park; any thread."""

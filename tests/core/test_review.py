@@ -1,6 +1,8 @@
 """Breaks found by an adversarial review, each pinned by a test."""
 
 import asyncio
+import dis
+import itertools
 import os
 import queue
 import sys
@@ -374,3 +376,73 @@ def test_a_bad_close_timeout_is_refused_before_anything_closes(timeout):
         with pytest.raises((TypeError, ValueError), match="timeout"):
             bg.close(timeout)
         assert list(bg) == [0, 1, 2]
+
+
+class SourceError(Exception):
+    pass
+
+
+def failing_at_once():
+    raise SourceError("from the source")
+    yield  # a generator that raises at its first step
+
+
+def next_interrupted_after_call(bg, nth):
+    """``next(bg)`` with an Interrupt raised right after the ``nth`` call made in
+    ``Channel.raise_if_drained`` returns, where CPython handles signals (since
+    3.10 only there and at backward jumps); whether it was raised."""
+    code = _channel.Channel.raise_if_drained.__code__
+    names = {instruction.offset: instruction.opname for instruction in dis.get_instructions(code)}
+    calls_returned = itertools.count(1)
+    after_a_call = [False]
+
+    def local(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            if after_a_call[0] and next(calls_returned) == nth:
+                raise Interrupt
+            after_a_call[0] = names.get(frame.f_lasti, "").startswith("CALL")
+        return local
+
+    def calls(frame, event, arg):
+        return local if frame.f_code is code else None
+
+    sys.settrace(calls)
+    try:
+        next(bg)
+    except Interrupt:
+        return True
+    except SourceError:
+        return False
+    finally:
+        sys.settrace(None)
+    raise AssertionError("next() returned where the source had raised")
+
+
+def test_a_signal_at_the_end_of_any_call_while_taking_the_error_keeps_it():
+    for nth in itertools.count(1):
+        bg = BackgroundGenerator(failing_at_once())
+        bg._worker.thread.join(10)
+        if not next_interrupted_after_call(bg, nth):
+            break
+        with pytest.raises(SourceError, match="from the source"):
+            next(bg)  # the error was not lost to the interrupt
+    if nth == 1:
+        pytest.skip("this Python reports no opcode events to the tracer")
+
+
+def test_an_index_error_from_the_source_reaches_the_consumer_as_itself():
+    # The channel takes the error from a deque that raises IndexError when empty.
+    error = IndexError("from the source")
+
+    def source():
+        yield 1
+        raise error
+
+    bg = BackgroundGenerator(source())
+    assert next(bg) == 1
+    with pytest.raises(IndexError) as raised:
+        next(bg)
+    assert raised.value is error
+    with pytest.raises(StopIteration):
+        next(bg)
