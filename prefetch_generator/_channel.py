@@ -295,7 +295,14 @@ class Channel:
                 waiter = self.waiters.popleft()
             except IndexError:
                 return  # nobody waits, or another thread took the waiter first
-            if waiter.wake(handoff):
+            try:
+                woke = waiter.wake(handoff)
+            except BaseException:
+                # Interrupted (this may run in a consumer's thread, handing a
+                # wake-up on): listed again, it cannot be left asleep unseen.
+                self.waiters.appendleft(waiter)
+                raise
+            if woke:
                 break
         if waiter.handoff:
             # Give the GIL to the consumer now rather than at the next forced
@@ -349,6 +356,7 @@ class Channel:
         try:
             if self.add_waiter(waiter):
                 waiter.woken.acquire()
+                waiter.abandoned = True  # should it be listed still, wake-ups skip it
                 if waiter.handoff:
                     self._consumer_resumed.put(None)
                 slept = perf_counter() - waiter.since

@@ -446,3 +446,77 @@ def test_an_index_error_from_the_source_reaches_the_consumer_as_itself():
     assert raised.value is error
     with pytest.raises(StopIteration):
         next(bg)
+
+
+def test_a_second_interrupt_while_a_wake_up_is_handed_on_strands_no_consumer(monkeypatch):
+    # The main thread's waiter is woken and a first Ctrl-C lands as it wakes,
+    # so withdraw() hands its wake-up on to the other consumer's waiter; a
+    # second Ctrl-C lands as that waiter is about to be woken.
+    main = threading.current_thread()
+    armed = {"as it wakes": True, "as it hands on": False}
+
+    class InterruptedAsItWakes:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.lock.acquire()
+
+        def acquire(self):
+            self.lock.acquire()
+            if threading.current_thread() is main and armed["as it wakes"]:
+                armed["as it wakes"], armed["as it hands on"] = False, True
+                raise Interrupt
+
+        def release(self):
+            self.lock.release()
+
+    class Waiter(_channel.ThreadWaiter):
+        __slots__ = ()
+
+        def __init__(self):
+            super().__init__()
+            self.woken = InterruptedAsItWakes()
+
+        def wake(self, handoff=False):
+            if threading.current_thread() is main and armed["as it hands on"]:
+                armed["as it hands on"] = False
+                raise Interrupt
+            return super().wake(handoff)
+
+    monkeypatch.setattr(_channel, "ThreadWaiter", Waiter)
+    monkeypatch.setattr(_channel, "SPIN_S", 0.0)  # sleep at once, to be woken
+    gate = threading.Event()
+
+    def source():
+        assert gate.wait(10)
+        yield from range(3)
+
+    bg = BackgroundGenerator(source(), max_prefetch=1)
+    waiters = bg._channel.waiters
+    other_received = []
+    other = threading.Thread(target=lambda: other_received.extend(bg), daemon=True)
+
+    def set_the_scene():
+        until(lambda: len(waiters) == 1)  # the main thread waits first
+        other.start()
+        until(lambda: len(waiters) == 2)
+        gate.set()
+
+    threading.Thread(target=set_the_scene, daemon=True).start()
+    received = []
+    while True:
+        try:
+            received.append(next(bg))
+        except Interrupt:
+            continue
+        except StopIteration:
+            break
+    other.join(10)
+    assert not other.is_alive(), "the other consumer was left asleep"
+    assert sorted(received + other_received) == [0, 1, 2]
+    assert not armed["as it wakes"] and not armed["as it hands on"]  # both landed
+
+
+def until(condition, bound_s=10):
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
