@@ -339,6 +339,8 @@ class Channel:
             self.drain(deque((item,)))
         else:
             self.items.appendleft(item)
+            if self.closed and not self.appending:
+                self.drain(self.items)  # close() ran meanwhile and emptied it before
 
     def wait(self) -> None:
         """Block until an item may be buffered; once the stream has ended and the

@@ -11,6 +11,7 @@ this visits each of them.
 """
 
 import asyncio
+import sys
 import threading
 import time
 from collections import deque
@@ -321,3 +322,25 @@ def test_an_item_taken_just_before_close_is_still_handed_out():
         thread.join(BOUND_S)
     assert not consumer_a.is_alive() and not producer.is_alive()
     assert (a_received, b_received) == ([0], 1)
+
+
+def test_an_item_put_back_while_close_runs_is_discarded_with_the_buffer():
+    class ClosedDuringPutBack(Channel):
+        def _stop_requested(self):
+            value = self.__dict__["stop_requested"]
+            if not value and sys._getframe(1).f_code.co_name == "put_back":
+                self.close()  # from another thread, right after put_back's check
+            return value
+
+        def _request(self, value):
+            self.__dict__["stop_requested"] = value
+
+        stop_requested = property(_stop_requested, _request)
+
+    channel = ClosedDuringPutBack(4)
+    assert channel.send_all(iter(range(3)))
+    channel.finish()
+    for item in channel.taker:
+        channel.put_back(item)  # an interrupt came before it was handed out
+        break
+    assert (channel.produced, channel.discarded, len(channel.items)) == (3, 3, 0)
