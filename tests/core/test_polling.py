@@ -51,8 +51,18 @@ def test_polling_consumers_receive_every_item_once_then_the_end(endless_polls, c
     assert (stats.produced, stats.consumed, stats.buffered) == (100, 100, 0)
 
 
-def test_a_poll_ends_with_the_item_it_waits_for(endless_polls):
+def test_a_poll_ends_with_the_item_it_waits_for(endless_polls, monkeypatch):
     asked, received = threading.Event(), threading.Event()
+    sleeps = []
+
+    class CountedWaiter(_channel.ThreadWaiter):
+        __slots__ = ()
+
+        def __init__(self):
+            super().__init__()
+            sleeps.append(self)
+
+    monkeypatch.setattr(_channel, "ThreadWaiter", CountedWaiter)
 
     def source():
         yield 0
@@ -72,6 +82,7 @@ def test_a_poll_ends_with_the_item_it_waits_for(endless_polls):
     thread, outcome = in_thread(consume)
     thread.join(BOUND_S)
     assert not thread.is_alive() and outcome == {"value": [0, 1]}
+    assert sleeps == []  # it polled instead
     bg.close()
 
 
