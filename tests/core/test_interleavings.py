@@ -344,3 +344,13 @@ def test_an_item_put_back_while_close_runs_is_discarded_with_the_buffer():
         channel.put_back(item)  # an interrupt came before it was handed out
         break
     assert (channel.produced, channel.discarded, len(channel.items)) == (3, 3, 0)
+
+
+def test_an_item_put_back_after_the_source_ended_is_handed_out_again():
+    channel = Channel(4)
+    assert channel.send_all(iter(range(3)))
+    channel.finish()
+    for item in channel.taker:
+        channel.put_back(item)  # an interrupt came before it was handed out
+        break
+    assert receive_all(channel) == [0, 1, 2]
