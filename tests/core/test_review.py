@@ -479,16 +479,20 @@ def test_a_second_interrupt_while_a_wake_up_is_handed_on_strands_no_consumer(mon
         def wake(self, handoff=False):
             if threading.current_thread() is main and armed["as it hands on"]:
                 armed["as it hands on"] = False
+                both_landed.set()
                 raise Interrupt
             return super().wake(handoff)
 
     monkeypatch.setattr(_channel, "ThreadWaiter", Waiter)
     monkeypatch.setattr(_channel, "SPIN_S", 0.0)  # sleep at once, to be woken
-    gate = threading.Event()
+    gate, both_landed = threading.Event(), threading.Event()
 
     def source():
         assert gate.wait(10)
-        yield from range(3)
+        yield 0
+        # Item 1 would wake the other consumer itself: not before both landed.
+        both_landed.wait(10)
+        yield from range(1, 3)
 
     bg = BackgroundGenerator(source(), max_prefetch=1)
     waiters = bg._channel.waiters
