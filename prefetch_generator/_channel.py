@@ -88,7 +88,7 @@ class ThreadWaiter:
 
     It sleeps on a ``Lock`` of its own: on free-threaded builds acquiring one
     spins briefly before it sleeps, which catches a prompt wake-up without a
-    sleep (a round trip 25 us against a ``SimpleQueue``'s 59 us, measured by
+    sleep (a round trip 25 us against a ``SimpleQueue``'s 53-59 us, measured by
     ``benchmarks/wake_cost.py`` on a 2-vCPU VM); with the GIL the two cost
     the same in the hand-off.
     """
@@ -372,7 +372,7 @@ class Channel:
         """Whether an item or the ending comes within ``timeout``, polling for it."""
         started = perf_counter()
         deadline = started + timeout
-        items = self.items  # a close() swaps it out, then ends the stream
+        items = self.items
         while not items and not self.ended:
             if perf_counter() > deadline:
                 self.consumer_wait_s += perf_counter() - started
