@@ -373,12 +373,10 @@ class Channel:
         started = perf_counter()
         deadline = started + timeout
         items = self.items
-        while not items and not self.ended:
-            if perf_counter() > deadline:
-                self.consumer_wait_s += perf_counter() - started
-                return False
+        while not items and not self.ended and perf_counter() < deadline:
+            pass
         self.consumer_wait_s += perf_counter() - started
-        return True
+        return bool(items) or self.ended
 
     def raise_if_drained(self) -> None:
         """Raise the ending (the source's exception once, else StopIteration) if the

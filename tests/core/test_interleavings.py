@@ -338,19 +338,21 @@ def test_an_item_put_back_while_close_runs_is_discarded_with_the_buffer():
         stop_requested = property(_stop_requested, _request)
 
     channel = ClosedDuringPutBack(4)
-    assert channel.send_all(iter(range(3)))
-    channel.finish()
-    for item in channel.taker:
-        channel.put_back(item)  # an interrupt came before it was handed out
-        break
+    put_back_the_first_of_three(channel)
     assert (channel.produced, channel.discarded, len(channel.items)) == (3, 3, 0)
 
 
 def test_an_item_put_back_after_the_source_ended_is_handed_out_again():
     channel = Channel(4)
+    put_back_the_first_of_three(channel)
+    assert receive_all(channel) == [0, 1, 2]
+
+
+def put_back_the_first_of_three(channel):
+    """Send three items and end, then take the first and put it back, as a
+    receiver does when an interrupt comes before it hands the item out."""
     assert channel.send_all(iter(range(3)))
     channel.finish()
     for item in channel.taker:
-        channel.put_back(item)  # an interrupt came before it was handed out
+        channel.put_back(item)
         break
-    assert receive_all(channel) == [0, 1, 2]
