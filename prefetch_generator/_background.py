@@ -7,6 +7,7 @@ from operator import itemgetter
 from time import perf_counter
 from types import TracebackType
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -22,6 +23,7 @@ from typing import (
 
 from ._channel import NOTHING, Channel, LoopWaiter
 from ._checks import check_iterable, checked_max_prefetch, checked_timeout
+from ._migration import missing_attribute
 from ._stats import Stats
 from ._worker import Worker
 
@@ -312,6 +314,12 @@ class BackgroundGenerator(Generic[T]):
         delivered = self._delivered
         if delivered is not None and not self._channel.stop_requested:
             delivered.saw_the_end()
+
+    if not TYPE_CHECKING:
+        # Hidden from type checkers: with a __getattr__ they would accept any attribute.
+        def __getattr__(self, name: str) -> NoReturn:
+            """Only for a missing attribute; for one of 1.0.3's it says what replaces it."""
+            raise missing_attribute(self, name)
 
     def is_running(self) -> bool:
         """Whether the worker is still at work: it has not yet closed the source and ended."""
