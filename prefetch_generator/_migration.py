@@ -8,47 +8,50 @@ keeps Python's own message.
 
 MIGRATION_SECTION = "Migrating from 1.0.3"
 
-_NOT_A_THREAD = "1.0.3's BackgroundGenerator was a threading.Thread; this one is not"
-_THREAD_IDENTITY = (
-    f"{_NOT_A_THREAD}: the worker is a thread of its own, named 'prefetch_generator', "
-    "and nothing needs it"
-)
-_NO_DAEMON_FLAG = (
-    f"{_NOT_A_THREAD}: there is no daemon flag; live workers are stopped at interpreter "
-    "exit, after the program's non-daemon threads end"
+_IDENTITY = "the worker is a thread of its own, named 'prefetch_generator'"
+_DAEMON = (
+    "there is no daemon flag: live workers are stopped at interpreter exit, "
+    "after the program's non-daemon threads end"
 )
 
-REPLACEMENTS = {
-    "is_alive": f"{_NOT_A_THREAD}: use is_running()",
-    "join": f"{_NOT_A_THREAD}: use close() (or a with block), which stops the worker and "
-    "waits for it, bounded",
-    "start": f"{_NOT_A_THREAD}: the worker starts when the BackgroundGenerator is created",
-    "run": f"{_NOT_A_THREAD}: the worker runs the source by itself; iterate over the "
-    "BackgroundGenerator",
-    "name": _THREAD_IDENTITY,
-    "getName": _THREAD_IDENTITY,
-    "setName": _THREAD_IDENTITY,
-    "ident": _THREAD_IDENTITY,
-    "native_id": _THREAD_IDENTITY,
-    "daemon": _NO_DAEMON_FLAG,
-    "isDaemon": _NO_DAEMON_FLAG,
-    "setDaemon": _NO_DAEMON_FLAG,
-    "queue": "the buffer is internal: stats().buffered counts the items waiting in it, "
-    "max_prefetch is its bound",
-    "generator": "the source belongs to the worker thread: keep a reference of your own "
-    "if you need it",
-    "Continue": "use is_running() for whether the worker is at work; next() raises "
-    "StopIteration once the stream has ended",
-    "preprocess_func": "preprocess_func is applied in the worker and not kept; wrap the "
-    "source instead: BackgroundGenerator(map(func, source))",
+THREAD_REPLACEMENTS = {
+    "is_alive": "use is_running()",
+    "isAlive": "use is_running()",
+    "join": "use close() (or a with block): it stops the worker and waits for it, bounded",
+    "start": "the worker starts when the BackgroundGenerator is created",
+    "run": "the worker runs the source by itself: iterate over the BackgroundGenerator",
+    "name": _IDENTITY,
+    "getName": _IDENTITY,
+    "setName": _IDENTITY,
+    "ident": _IDENTITY,
+    "native_id": _IDENTITY,
+    "daemon": _DAEMON,
+    "isDaemon": _DAEMON,
+    "setDaemon": _DAEMON,
 }
-"""1.0.3's public attributes that are gone, each with what to use instead."""
+"""1.0.3's ``threading.Thread`` attributes, each with what to use instead."""
+
+ATTRIBUTE_REPLACEMENTS = {
+    "queue": "use stats().buffered for the items waiting, max_prefetch for the bound",
+    "generator": "the source belongs to the worker thread: keep a reference of your own",
+    "Continue": "use is_running() for whether the worker is at work; "
+    "next() raises StopIteration once the stream has ended",
+    "preprocess_func": "it is applied in the worker and not kept: "
+    "wrap the source instead, BackgroundGenerator(map(func, source))",
+}
+"""1.0.3's other public attributes, each with what to use instead."""
 
 
 def missing_attribute(owner: object, name: str) -> AttributeError:
-    """The AttributeError for ``owner.name``, saying what replaces a 1.0.3 attribute."""
+    """The AttributeError for ``owner.name``: Python's message, plus the replacement of 1.0.3's."""
     message = f"{type(owner).__name__!r} object has no attribute {name!r}"
-    replacement = REPLACEMENTS.get(name)
-    if replacement is not None:
-        message += f" ({replacement}; see {MIGRATION_SECTION!r} in the README)"
-    return AttributeError(message)
+    if name in THREAD_REPLACEMENTS:
+        message += (
+            ": 1.0.3's BackgroundGenerator was a threading.Thread, this one is not; "
+            f"{THREAD_REPLACEMENTS[name]}"
+        )
+    elif name in ATTRIBUTE_REPLACEMENTS:
+        message += f": 1.0.3 had it; {ATTRIBUTE_REPLACEMENTS[name]}"
+    else:
+        return AttributeError(message)
+    return AttributeError(f'{message} (see "{MIGRATION_SECTION}" in the README)')

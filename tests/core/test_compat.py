@@ -1,6 +1,8 @@
 """Everything a program written for prefetch-generator 1.0.3 relies on."""
 
 import itertools
+import sys
+import threading
 import traceback
 import warnings
 
@@ -193,3 +195,52 @@ def test_repr_names_the_bound_and_the_state():
     assert repr(bg) == "<BackgroundGenerator max_prefetch=4 running>"
     bg.close()
     assert repr(bg) == "<BackgroundGenerator max_prefetch=4 stopped>"
+
+
+def missing_attribute_message(name):
+    with pytest.raises(AttributeError) as caught:
+        getattr(BackgroundGenerator(range(1)), name)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "replacement"),
+    [
+        ("is_alive", "use is_running()"),
+        ("join", "use close()"),
+        ("start", "starts when the BackgroundGenerator is created"),
+        ("run", "iterate over the BackgroundGenerator"),
+        ("daemon", "stopped at interpreter exit"),
+        ("name", "named 'prefetch_generator'"),
+        ("queue", "stats().buffered"),
+        ("generator", "keep a reference of your own"),
+        ("Continue", "is_running()"),
+        ("preprocess_func", "map(func, source)"),
+    ],
+)
+def test_a_1_0_3_attribute_names_its_replacement_and_the_migration_section(name, replacement):
+    message = missing_attribute_message(name)
+    assert message.startswith(f"'BackgroundGenerator' object has no attribute '{name}': ")
+    assert replacement in message
+    assert message.endswith('(see "Migrating from 1.0.3" in the README)')
+
+
+def test_every_public_thread_attribute_1_0_3_inherited_has_a_replacement():
+    missing = [
+        name
+        for name in dir(threading.Thread)
+        if not name.startswith("_") and not hasattr(BackgroundGenerator, name)
+    ]
+    assert missing
+    for name in missing:
+        assert "this one is not; " in missing_attribute_message(name), name
+
+
+def test_another_missing_attribute_keeps_pythons_own_error():
+    bg = BackgroundGenerator(range(1))
+    with pytest.raises(AttributeError) as caught:
+        bg.no_such_attribute  # noqa: B018
+    assert str(caught.value) == "'BackgroundGenerator' object has no attribute 'no_such_attribute'"
+    if sys.version_info >= (3, 10):  # what "Did you mean" suggestions are computed from
+        assert (caught.value.name, caught.value.obj) == ("no_such_attribute", bg)
+    assert not hasattr(bg, "is_alive")
