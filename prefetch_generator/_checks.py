@@ -36,16 +36,24 @@ def checked_timeout(timeout: object) -> Optional[float]:
     return float(timeout)
 
 
-def check_iterable(iterable: object, name: str) -> None:
-    """TypeError naming ``name`` unless ``iterable``'s type can be iterated.
+def is_iterable(candidate: object) -> bool:
+    """Whether ``candidate``'s type can be iterated, without calling ``iter()``.
 
     Checked on the type rather than by catching ``iter()``'s TypeError, which
     would also hide a TypeError raised inside a real ``__iter__``. A type may
     set ``__iter__ = None`` to say it is not iterable.
     """
-    kind = type(iterable)
-    if getattr(kind, "__iter__", None) is None and getattr(kind, "__getitem__", None) is None:
-        raise TypeError(f"{name} must be an iterable, got {kind.__name__}")
+    kind = type(candidate)
+    return (
+        getattr(kind, "__iter__", None) is not None
+        or getattr(kind, "__getitem__", None) is not None
+    )
+
+
+def check_iterable(iterable: object, name: str) -> None:
+    """TypeError naming ``name`` unless ``iterable`` is iterable (see ``is_iterable``)."""
+    if not is_iterable(iterable):
+        raise TypeError(f"{name} must be an iterable, got {type(iterable).__name__}")
 
 
 def iterate(iterable: Iterable[Any], name: str) -> Iterator[Any]:

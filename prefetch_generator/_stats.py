@@ -6,11 +6,13 @@ producer (the loader is the slow side); a producer that keeps finding it full
 is waiting on the consumer (the step is the slow side).
 """
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 # A side counts as the bottleneck when the other spent at least this share of
 # the elapsed time waiting on it, and longer than it waited itself.
 BOTTLENECK_SHARE = 0.1
+
+Bottleneck = Literal["producer", "consumer", "balanced"]
 
 
 class Stats(NamedTuple):
@@ -30,7 +32,7 @@ class Stats(NamedTuple):
     """Seconds since the BackgroundGenerator was created."""
 
     @property
-    def bottleneck(self) -> str:
+    def bottleneck(self) -> Bottleneck:
         """``"producer"``, ``"consumer"`` or ``"balanced"``: the side the other waits on."""
         threshold = BOTTLENECK_SHARE * self.elapsed_s
         if self.consumer_wait_s > max(threshold, self.producer_wait_s):

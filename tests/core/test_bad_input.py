@@ -37,14 +37,38 @@ def test_background_decorating_a_non_callable_raises_type_error():
         background(2)("not a function")
 
 
-def test_a_decorated_function_that_returns_a_non_iterable_fails_at_the_call():
+def test_a_decorated_function_that_returns_a_non_iterable_names_itself_at_the_call():
     @background(2)
     def not_a_generator():
         return 42
 
-    with pytest.raises(TypeError, match="generator must be an iterable"):
+    with pytest.raises(TypeError) as caught:
         not_a_generator()
+    assert str(caught.value) == (
+        "@background expects a generator function, but test_a_decorated_function_that_returns_"
+        "a_non_iterable_names_itself_at_the_call.<locals>.not_a_generator() returned int, "
+        "which is not iterable: make it yield its items"
+    )
     assert live_workers() == []
+
+
+def test_a_bare_decorated_method_that_returns_none_names_the_method():
+    class Loader:
+        @background
+        def batches(self):
+            print("forgot to yield")
+
+    with pytest.raises(TypeError, match=r"but .*Loader\.batches\(\) returned NoneType"):
+        Loader().batches()
+    assert live_workers() == []
+
+
+def test_a_decorated_function_may_return_any_iterable():
+    @background
+    def listed(count):
+        return list(range(count))
+
+    assert list(listed(3)) == [0, 1, 2]
 
 
 def test_a_type_error_inside_the_sources_own_iter_is_not_masked():
