@@ -5,18 +5,20 @@ generator it drains it at construction. ``IteratorDataset`` wraps the iterator
 lazily: nothing is taken until Grain's prefetch thread calls ``next()``, so an
 endless generator works. It is one pass (a second ``iter()`` raises
 ``RuntimeError``); its state is the wrapped iterator's own when that has
-``get_state``/``set_state`` (a Grain ``DatasetIterator``), else empty and not
-restorable (``set_state`` raises); closing its iterator closes the source
-iterator when that has ``close()``.
+``get_state``/``set_state`` (a Grain ``DatasetIterator``), else empty (Grain's
+prefetch asks its parent for a state at every element) and not restorable;
+closing its iterator closes the source iterator when that has ``close()``.
 
 ``ClosedAtExitDataset`` joins each iterator it makes to the core's exit
 handling: one still open at interpreter exit is closed (its threads joined,
-its source's ``finally`` run) before JAX is torn down.
+its source's ``finally`` run) before JAX is torn down. Given the message of the
+TypeError a stateless source deserves, its iterators raise it from ``get_state()`` and
+``set_state()``, so the user learns it when saving, not when resuming.
 
 Imports grain only; it does not need jax.
 """
 
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 import grain
 
@@ -70,11 +72,12 @@ class IteratorDatasetIterator(grain.DatasetIterator):
 class ClosedAtExitDataset(grain.IterDataset):
     """``parent``, whose every iterator is a ``ClosedAtExitIterator``."""
 
-    def __init__(self, parent: grain.IterDataset) -> None:
+    def __init__(self, parent: grain.IterDataset, missing_state: Optional[str]) -> None:
         super().__init__(parent)
+        self._missing_state = missing_state
 
     def __iter__(self) -> "ClosedAtExitIterator":
-        return ClosedAtExitIterator(self._parent.__iter__())
+        return ClosedAtExitIterator(self._parent.__iter__(), self._missing_state)
 
 
 class ClosedAtExitIterator(grain.DatasetIterator):
@@ -83,12 +86,14 @@ class ClosedAtExitIterator(grain.DatasetIterator):
     ``close()`` (yours, or the exit handler's) closes the pipeline, joining
     its threads and closing the source, and then drops it, so Grain's own
     finalisers run at once rather than during interpreter teardown, where
-    they fail on half-torn-down modules. Checkpointing is delegated.
+    they fail on half-torn-down modules. Checkpointing is delegated, or
+    raises TypeError(``missing_state``) when that is given (the source has no state).
     """
 
-    def __init__(self, iterator: grain.DatasetIterator) -> None:
+    def __init__(self, iterator: grain.DatasetIterator, missing_state: Optional[str]) -> None:
         super().__init__()
         self._iterator = iterator
+        self._missing_state = missing_state
         close_at_exit(self)
 
     def __next__(self) -> Any:
@@ -96,9 +101,13 @@ class ClosedAtExitIterator(grain.DatasetIterator):
         return next(self._iterator)
 
     def get_state(self) -> Dict[str, Any]:
+        if self._missing_state is not None:
+            raise TypeError(self._missing_state)
         return self._iterator.get_state()
 
     def set_state(self, state: Dict[str, Any]) -> None:
+        if self._missing_state is not None:
+            raise TypeError(self._missing_state)
         self._iterator.set_state(state)
 
     def close(self) -> None:

@@ -2,14 +2,15 @@
 
 import importlib
 from types import ModuleType
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import jax
 
 from prefetch_generator._checks import check_iterable, iterate
 
 from ._device import DeviceStage, default_device, resolve_device
-from ._prefetchers import DevicePrefetcher, checked_size
+from ._flax import FlaxStream
+from ._prefetchers import DevicePrefetcher, StageStream, checked_size, no_state_error
 
 MODES = ("none", "thread", "grain", "flax")
 
@@ -23,14 +24,22 @@ def create_prefetch_stream(
     resolved and checked here, at the call, before the source is touched:
     None means uncommitted arrays on the calling thread's default device, as
     ``jax.device_put(x)`` gives; a ``jax.Device``, a ``Sharding`` or a pytree
-    of them gives committed arrays there, scalars replicated under a
+    of them gives committed arrays there, 0-d leaves replicated under a
     ``NamedSharding``. The same mistake raises the same TypeError in every mode.
+
+    No silent wrong data, in every mode but ``"none"``: a delivered batch
+    holds the values the source's leaves had when it yielded (a source may
+    refill its buffers); a leaf JAX cannot hold or would narrow raises the
+    same error, naming the leaf's path; an exception from the source reaches
+    the consumer after every batch the source produced before it; asking a
+    stream for a state (``get_state()``, ``state_dict()``) its source does not
+    have raises TypeError naming the source, when it is asked.
 
     - ``"none"``: ``iterator`` itself, untouched (``device`` is checked, not used).
     - ``"thread"``: ``DevicePrefetcher(size, device).prefetch(iterator)``: a
       background thread; a ``BackgroundGenerator`` (one pass, closeable,
-      thread-safe ``next()``; ``get_state()``/``state_dict()`` give the
-      source's state as of the last batch delivered, when it has one).
+      thread-safe ``next()``, ``len()`` of the source; ``get_state()``/
+      ``state_dict()`` give the source's state as of the last batch delivered).
     - ``"grain"``: Grain's own prefetch threads, laid out as
       ``grain.experimental.device_put`` lays them out (a CPU buffer of
       ``2 * size`` elements, then ``size`` on the device), with this package's
@@ -43,10 +52,11 @@ def create_prefetch_stream(
       and closes the source) or interpreter exit, where it is closed before
       JAX is torn down.
     - ``"flax"``: ``flax.jax_utils.prefetch_to_device(iterator, size,
-      devices=[device])``. No thread: it keeps ``size`` batches in flight
-      through JAX's asynchronous dispatch, so the loader runs in your loop.
-      Only None (the calling thread's default device) or a ``jax.Device`` is
-      meaningful; its arrays are committed, and scalar leaves fail in Flax.
+      devices=[device])`` inside a ``FlaxStream``. No thread: it keeps
+      ``size`` batches in flight through JAX's asynchronous dispatch, so the
+      loader runs in your loop. Only None (the calling thread's default
+      device) or a ``jax.Device`` is meaningful; its arrays are committed.
+      Flax splits each leaf's leading axis, so a 0-d leaf raises ValueError.
 
     Raises ValueError for ``size < 1`` or an unknown mode, TypeError for a bad
     ``device`` or a non-iterable ``iterator``, ImportError naming the extra to
@@ -79,17 +89,25 @@ def _grain_stream(iterable: Iterable[Any], size: int, device: Optional[Any]) -> 
     grain = _import_for_mode("grain", "grain")
     from ._grain import ClosedAtExitDataset, IteratorDataset
 
-    stage = DeviceStage(device)
+    stage = DeviceStage(device, private_leaves=isinstance(iterable, StageStream))
     check_iterable(iterable, "iterator")
     if isinstance(iterable, grain.MapDataset):
         iterable = iterable.to_iter_dataset()
     reiterable = isinstance(iterable, grain.IterDataset)
-    dataset = iterable if reiterable else IteratorDataset(iterate(iterable, "iterator"))
+    if reiterable:
+        dataset, missing_state = iterable, None
+    else:
+        iterator = iterate(iterable, "iterator")
+        dataset = IteratorDataset(iterator)
+        has_state = callable(getattr(iterator, "get_state", None))
+        missing_state = None if has_state else str(no_state_error("get_state", iterable))
     prefetch = grain.experimental.ThreadPrefetchIterDataset
     # The private copy is taken as each item leaves the source: Grain's host
     # prefetch queues items, and a source may refill its buffer meanwhile.
     on_host = prefetch(dataset.map(stage.own), prefetch_buffer_size=2 * size)
-    on_device = ClosedAtExitDataset(prefetch(on_host.map(stage.place), prefetch_buffer_size=size))
+    on_device = ClosedAtExitDataset(
+        prefetch(on_host.map(stage.place), prefetch_buffer_size=size), missing_state
+    )
     return on_device if reiterable else iter(on_device)
 
 
@@ -103,4 +121,10 @@ def _flax_stream(iterable: Iterable[Any], size: int, device: Optional[Any]) -> I
             "use mode='thread' or mode='grain' for a Sharding or a pytree of them"
         )
     target = default_device() if device is None else device
-    return jax_utils.prefetch_to_device(iterate(iterable, "iterator"), size, devices=[target])
+    source = iterate(iterable, "iterator")
+    stage = DeviceStage(target, private_leaves=True)  # Flax's np.stack copies each leaf
+
+    def prefetch(held: Iterator[Any]) -> Iterator[Any]:
+        return jax_utils.prefetch_to_device(held, size, devices=[target])
+
+    return FlaxStream(iterable, source, prefetch, stage)

@@ -485,13 +485,13 @@ def test_a_leaf_the_sharding_cannot_split_raises_value_error_naming_its_path():
 
 @pytest.mark.parametrize("offset", [0, 1, 8, 16, 33, 63])
 def test_the_private_copy_is_64_byte_aligned_and_aliased_by_jax(offset):
-    from prefetch_generator_jax._device import _aligned_copy
+    from prefetch_generator_jax._device import aligned_copy
 
     raw = np.zeros(4096 * 4 + 128, np.uint8)
     start = offset - raw.ctypes.data % 64 + 64
     source = raw[start : start + 4096 * 4].view(np.float32)
     source[:] = np.arange(4096)
-    copy = _aligned_copy(source)
+    copy = aligned_copy(source)
     assert copy.ctypes.data % 64 == 0 and not np.shares_memory(copy, source)
     np.testing.assert_array_equal(copy, source)
     assert jax.device_put(copy).unsafe_buffer_pointer() == copy.ctypes.data

@@ -1,4 +1,4 @@
-"""Two local processes joined by jax.distributed assemble global batches."""
+"""Two local processes joined by jax.distributed: global batches, and no replica that can differ."""
 
 import os
 import socket
@@ -25,11 +25,11 @@ from prefetch_generator_jax import DevicePrefetcher
 
 mesh = jax.make_mesh((4,), ("batch",))
 sharding = NamedSharding(mesh, P("batch"))
+rows = np.arange(8 * process_id, 8 * process_id + 8, dtype=np.float32)
 
 def my_slice_of_each_batch():
     for step in range(3):
-        rows = np.arange(8 * process_id, 8 * process_id + 8, dtype=np.float32)
-        yield {"x": np.repeat(rows[:, None], 3, axis=1) + step, "step": step}
+        yield {"x": np.repeat(rows[:, None], 3, axis=1) + step, "label": rows.astype(np.int32)}
 
 global_sum = jax.jit(lambda x: x.sum())
 for step, batch in enumerate(DevicePrefetcher(2, sharding).prefetch(my_slice_of_each_batch())):
@@ -37,7 +37,26 @@ for step, batch in enumerate(DevicePrefetcher(2, sharding).prefetch(my_slice_of_
     assert not batch["x"].is_fully_addressable
     expected = float((np.repeat(np.arange(16.0)[:, None], 3, axis=1) + step).sum())
     assert float(global_sum(batch["x"])) == expected
-    assert batch["step"].shape == ()
+    assert int(global_sum(batch["label"])) == sum(range(16))
+
+def first_error(device, batch):
+    try:
+        next(DevicePrefetcher(1, device).prefetch(iter([batch])))
+    except ValueError as error:
+        return str(error)
+    raise AssertionError("no error")
+
+# Each process's own value, which JAX would take to be one replicated value.
+x = np.zeros((8, 3), np.float32)
+message = first_error(sharding, {"x": x, "step": process_id})
+assert message.startswith("leaf ['step'] would be replicated across processes"), message
+explicit = {"x": sharding, "label": NamedSharding(mesh, P())}
+message = first_error(explicit, {"x": x, "label": rows})
+assert message.startswith("leaf ['label'] would be replicated across processes"), message
+# A (B,) label under a 2-d spec is not replicated in place of an error.
+grid = NamedSharding(jax.make_mesh((2, 2), ("data", "model")), P("data", "model"))
+message = first_error(grid, {"image": np.zeros((8, 4), np.float32), "label": rows})
+assert message.startswith("leaf ['label'] has shape (8,), fewer dimensions"), message
 print("process", process_id, "ok", flush=True)
 jax.distributed.shutdown()
 """
@@ -49,7 +68,7 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def test_each_process_feeds_its_slice_and_the_stage_assembles_global_arrays():
+def test_each_process_feeds_its_slice_and_no_leaf_is_replicated_from_local_values():
     port = str(free_port())
     env = dict(os.environ, PYTHONPATH=REPO)
     env.pop("XLA_FLAGS", None)
