@@ -12,20 +12,49 @@ the source raised (any ``BaseException``, delivered as the same object), or a
 stop was requested, after which the worker closes the source and exits as soon
 as the step in flight returns.
 
-Interpreter exit behaves as the same program would without prefetching. Python
-first joins the program's non-daemon threads; workers are daemon threads and
-keep feeding those, so they get every item. Then ``atexit`` handlers run, last
-registered first. Ours stops every live worker and joins them within
-``EXIT_TIMEOUT_S`` in all, then closes what was handed to ``close_at_exit``, so
-sources get their ``finally`` run and no worker is still inside library code
-(a JAX transfer, say) when the runtime is torn down. A BackgroundGenerator
-created in an exit handler that runs after ours is not stopped for it: close
-it there (``close()`` and ``with`` still wait for their worker). To run before the exit
-handlers of libraries imported after this one (JAX's among them), the handler
-moves itself to the end of the list when a worker starts after a module was
-imported and, on Python >= 3.9, when shutdown begins. Only a library first
-imported after shutdown has begun (by a thread still running then) can get
-ahead of it.
+Interpreter exit behaves as the same program would without prefetching:
+
+* The program's non-daemon threads finish first. Workers are daemon threads
+  and keep feeding them, so a non-daemon thread still consuming gets every
+  item.
+* Then, before any ``atexit`` handler runs, every live worker is stopped and
+  joined within ``EXIT_TIMEOUT_S`` in all, and only then is what was handed to
+  ``close_at_exit`` closed. Sources get their ``finally`` run, and no worker is
+  still inside library code (a JAX transfer, say) when a library's own exit
+  handler tears its runtime down, whatever the import order.
+* A stream stopped this way never looks like its end: whoever still iterates
+  it (an ``atexit`` handler that drains it, a daemon thread) gets
+  ``RuntimeError`` saying that the interpreter is exiting, every time.
+  Delivering the rest instead would keep workers running into the ``atexit``
+  handlers, after the teardown of the libraries they call, and the source
+  could no longer be closed before that teardown.
+
+How. ``threading._shutdown()`` runs, on Python 3.9 and later, when the main
+thread has finished, in the main process and in every multiprocessing child
+(fork, forkserver and spawn): first its hooks, then it joins the non-daemon
+threads. Our hook registers the exit handler again, which puts it at the end
+of ``atexit``'s list, so it runs first: after the joins, before the handlers
+of every library imported by then. One move per exit keeps ``atexit``'s
+bookkeeping constant however many workers are created. The hook waits for no
+thread itself: a non-daemon thread that joins the main thread would then wait
+for the hook, and the hook for it.
+
+fork and forkserver children before Python 3.13 leave through ``os._exit``
+right after ``threading._shutdown()``, so no ``atexit`` handler runs there. In
+those children the hook itself first joins the child's other non-daemon
+threads, then stops the workers; it runs after every other shutdown hook
+(``concurrent.futures`` wakes its idle pool threads in its own, so they can
+be joined). From 3.13 on such children run the ``atexit`` handlers registered
+in them, and the hook's registration is one of them.
+
+What is not covered: a library first imported after shutdown began (by a
+non-daemon thread still running then) registers its exit handler after ours,
+so its handler runs first. A BackgroundGenerator created in an exit handler is
+not stopped for it: close it there (``close()`` and ``with`` still wait for
+their worker). Python 3.8 has no shutdown hook: there the handler registered
+at import stops the workers after the non-daemon threads end, in the main
+process and in spawn children, but fork and forkserver children end with
+their workers killed wherever they stand.
 """
 
 import atexit
@@ -41,6 +70,13 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from ._channel import Channel
 
 EXIT_TIMEOUT_S = 2.0
+EXITING = (
+    "BackgroundGenerator stopped: the interpreter is exiting. Its worker was stopped and its "
+    "source closed once the program's non-daemon threads had ended, before the atexit "
+    "handlers: consume or close it before then (in the main thread or a non-daemon thread), "
+    "or create it in the atexit handler that consumes it"
+)
+"""What every receiver of a stream stopped at exit is told, as ``RuntimeError``."""
 
 # Plain dict operations are atomic, so registering and unregistering take no
 # lock that a signal or a finaliser could find held.
@@ -66,7 +102,6 @@ class Worker:
             name="prefetch_generator",
             daemon=True,
         )
-        _move_exit_handler_last()
         self.thread.start()
         # Registered once started, so the exit handler never joins an
         # unstarted thread; a worker that already finished unregisters itself.
@@ -79,9 +114,13 @@ class Worker:
         self.channel.request_stop()
 
     def stop(self, timeout: Optional[float]) -> None:
-        """End the stream now and wait up to ``timeout`` s for the thread to end."""
+        """End the stream now and wait up to ``timeout`` s for the thread to end.
+
+        Does not wait once the interpreter is finalising: the thread can no
+        longer run Python code then (and Python 3.14 refuses the join).
+        """
         self.channel.close()
-        if self.thread is not threading.current_thread():
+        if self.thread is not threading.current_thread() and not sys.is_finalizing():
             self.thread.join(timeout)
 
 
@@ -151,20 +190,20 @@ def close_at_exit(closeable: Any) -> None:
     Grain iterator), so they end before the runtime is torn down.
     """
     _close_at_exit.add(closeable)
-    _move_exit_handler_last()
 
 
 def stop_all_workers() -> None:
     """Stop and join every live worker, then close what was handed to ``close_at_exit``.
 
-    The workers are joined within ``EXIT_TIMEOUT_S`` in all, and only then are
+    Receivers of the streams stopped here get ``RuntimeError(EXITING)``. The
+    workers are joined within ``EXIT_TIMEOUT_S`` in all, and only then are
     the closeables closed, so none is closed while a worker is inside it.
     Closing a closeable is not bounded here (Grain's iterators join their own
     threads).
     """
     workers = list(_live)
     for worker in workers:
-        worker.channel.close()
+        worker.channel.close(because=EXITING)
     deadline = monotonic() + EXIT_TIMEOUT_S
     for worker in workers:
         worker.thread.join(max(0.0, deadline - monotonic()))
@@ -175,30 +214,51 @@ def stop_all_workers() -> None:
             report_unraisable(error, f"while closing {closeable!r} at exit")
 
 
-_modules_seen = 0
-
-
-def _move_exit_handler_last() -> None:
-    """Put our exit handler ahead of those of the libraries imported so far.
-
-    atexit runs handlers last registered first. Libraries register theirs when
-    imported, so nothing can have got ahead while no module was imported; and
-    each move leaves a slot behind in atexit's list. Once shutdown has begun
-    it is too late: moving while atexit runs its handlers would put ours
-    where it is never reached.
-    """
-    if len(sys.modules) != _modules_seen and threading.main_thread().is_alive():
-        _move_now()
-
-
-def _move_now() -> None:
-    global _modules_seen
-    _modules_seen = len(sys.modules)
+def _at_shutdown() -> None:
+    """``threading._shutdown()``'s hook: the main thread has finished (see the module doc)."""
+    if _atexit_skipped():
+        try:
+            _join_other_non_daemon_threads()
+        finally:  # interrupted (Ctrl-C), the child exits now: stop the workers all the same
+            stop_all_workers()
+        return
     try:
         atexit.unregister(stop_all_workers)
     except Exception:
         pass  # a registered callable whose __eq__ raises ends the search early
     atexit.register(stop_all_workers)
+
+
+def _atexit_skipped() -> bool:
+    """Whether this process is a multiprocessing child that will run no atexit handler.
+
+    Before Python 3.13, fork and forkserver children leave through
+    ``os._exit``. spawn children run them, but telling the start method apart
+    in the child is unreliable (a forkserver child may import this package
+    after its fork), and stopping the workers here is as good for them.
+    """
+    if sys.version_info >= (3, 13):
+        return False
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
+
+
+def _join_other_non_daemon_threads() -> None:
+    """Join the non-daemon threads but this one and the main one, those they start included."""
+    me = threading.current_thread()
+    while True:
+        others = [
+            thread
+            for thread in threading.enumerate()
+            if not thread.daemon
+            and thread is not me
+            and thread is not threading.main_thread()
+            and thread.is_alive()
+        ]
+        if not others:
+            return
+        for thread in others:
+            thread.join()
 
 
 def _forget_workers_after_fork() -> None:
@@ -211,7 +271,9 @@ def _forget_workers_after_fork() -> None:
 
 atexit.register(stop_all_workers)
 os.register_at_fork(after_in_child=_forget_workers_after_fork)
-if hasattr(threading, "_register_atexit"):
-    # Python >= 3.9 runs these when shutdown begins, before joining the
-    # program's threads: catch the libraries imported since the last worker.
-    threading._register_atexit(_move_now)
+_shutdown_hooks = getattr(threading, "_threading_atexits", None)
+if isinstance(_shutdown_hooks, list) and not getattr(threading, "_SHUTTING_DOWN", True):
+    # threading._shutdown() runs its hooks last registered first: the first
+    # place runs after every other hook, concurrent.futures' included, however
+    # late that module is imported.
+    _shutdown_hooks.insert(0, _at_shutdown)

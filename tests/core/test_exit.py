@@ -30,6 +30,15 @@ def slow_step():
     yield 1
     time.sleep(60)
     yield 2
+
+def consume_until_exit(bg):
+    # A daemon thread still consuming at exit is told so, with an error.
+    try:
+        for _ in bg:
+            pass
+    except RuntimeError as error:
+        if "interpreter is exiting" not in str(error):
+            raise
 """
 
 EXIT_CASES = {
@@ -49,7 +58,7 @@ EXIT_CASES = {
     "feeding a daemon consumer blocked in another thread": """
         bg = BackgroundGenerator(slow_step())
         next(bg)
-        threading.Thread(target=lambda: list(bg), daemon=True).start()
+        threading.Thread(target=consume_until_exit, args=(bg,), daemon=True).start()
     """,
     "held in a reference cycle that only teardown collects": """
         class Holder:
@@ -61,7 +70,7 @@ EXIT_CASES = {
     """,
     "a daemon consumer thread still taking from an endless source": """
         bg = BackgroundGenerator(endless(), max_prefetch=4)
-        threading.Thread(target=lambda: [None for _ in bg], daemon=True).start()
+        threading.Thread(target=consume_until_exit, args=(bg,), daemon=True).start()
     """,
     "another thread joining every other non-daemon thread": """
         bg = BackgroundGenerator(endless(), max_prefetch=2)
@@ -122,6 +131,96 @@ def test_a_non_daemon_thread_gets_every_item_of_a_finite_stream_after_main_retur
         threading.Thread(target=lambda: print("consumer got", len(list(bg)), flush=True)).start()
     """)
     assert (result.returncode, result.stderr, result.stdout) == (0, "", "consumer got 20\n")
+
+
+DRAIN_AT_EXIT = """
+import atexit
+def drain():
+    try:
+        print("drained", sum(1 for _ in bg), "items and a normal end")
+    except RuntimeError as error:
+        print("RuntimeError:", error)
+atexit.register(drain)
+"""
+
+
+@pytest.mark.parametrize("registered", ["before the import", "after the generator started"])
+def test_an_atexit_handler_draining_a_live_generator_is_not_told_a_false_end(registered):
+    # Workers are stopped before the atexit handlers run; a handler that then
+    # drains one must not take the stop for the end of the stream.
+    before, after = (DRAIN_AT_EXIT, "") if registered.startswith("before") else ("", DRAIN_AT_EXIT)
+    started = "bg = BackgroundGenerator(range(500), max_prefetch=1)\nnext(bg)\n"
+    result = run_python(started + after, before=before)
+    assert (result.returncode, result.stderr) == (0, "")
+    if sys.version_info < (3, 9) and "after" in registered:
+        # No shutdown hook: a handler registered after the import runs before ours.
+        assert result.stdout == "drained 499 items and a normal end\n"
+    else:
+        assert result.stdout.startswith(
+            "RuntimeError: BackgroundGenerator stopped: the interpreter is exiting."
+        )
+
+
+def test_a_daemon_thread_still_consuming_at_exit_gets_an_error_naming_the_exit():
+    # An atexit handler registered before the import runs after the workers
+    # are stopped: it waits there for the daemon thread's verdict, which the
+    # daemon thread may not live to print itself.
+    verdict = """
+        import atexit, threading
+        got, told = [], threading.Event()
+        atexit.register(lambda: print(told.wait(10), type(got[-1]).__name__, got[-1], flush=True))
+    """
+    result = run_python(
+        """
+        def consume():
+            try:
+                for item in bg:
+                    got.append(item)
+            except BaseException as error:
+                got.append(error)
+            told.set()
+        bg = BackgroundGenerator(slow_step())
+        next(bg)
+        threading.Thread(target=consume, daemon=True).start()
+        """,
+        before=verdict,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith(
+        "True RuntimeError BackgroundGenerator stopped: the interpreter is exiting."
+    )
+
+
+def test_creating_generators_while_modules_come_and_go_adds_no_exit_handlers():
+    # Plugin loaders and mock.patch.dict(sys.modules) change the module count
+    # between creations; atexit never reuses a slot a handler left.
+    result = run_python("""
+        import atexit, types
+        before = atexit._ncallbacks()
+        for i in range(5000):
+            if i % 2:
+                sys.modules["a_passing_module"] = types.ModuleType("a_passing_module")
+            else:
+                sys.modules.pop("a_passing_module", None)
+            BackgroundGenerator(iter(())).close()
+        print(atexit._ncallbacks() - before)
+    """)
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "0\n")
+
+
+def test_an_idle_thread_pool_and_a_live_worker_do_not_hold_up_exit():
+    # The pool's non-daemon workers leave only when concurrent.futures' own
+    # exit hook wakes them: imported first, it must still get to run.
+    result = run_python(
+        """
+        pool = ThreadPoolExecutor(2)
+        pool.submit(int).result()
+        bg = BackgroundGenerator(endless(), max_prefetch=2)
+        next(bg)
+        """,
+        before="from concurrent.futures import ThreadPoolExecutor\n",
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "source finally ran\n")
 
 
 NO_NEW_THREADS_IN_SHUTDOWN = pytest.mark.skipif(
