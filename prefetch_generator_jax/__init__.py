@@ -14,9 +14,23 @@ cleaned up when dropped or at exit, errors re-raised in the consumer.
 ``create_prefetch_stream`` picks between no prefetch, this thread stage, Grain's
 ``device_put`` and Flax's ``prefetch_to_device``.
 
-Needs jax and numpy (``pip install "prefetch_generator[jax]"``); grain and
-flax only for their modes.
+Needs jax and numpy (``pip install "prefetch_generator[jax]"``; without
+them, importing this package raises ImportError saying so); grain and flax
+only for their modes.
+
+No silent wrong data: a batch the step receives holds exactly the values the
+source yielded, in every composition and mode and in every process, or an
+error names the leaf, the argument or the source (see ``DeviceStage``).
 """
+
+try:
+    import jax  # noqa: F401
+    import numpy  # noqa: F401
+except ImportError as error:
+    raise ImportError(
+        f'prefetch_generator_jax needs jax and numpy: pip install "prefetch_generator[jax]" '
+        f"({error})"
+    ) from error
 
 from ._device import DeviceStage
 from ._modes import MODES, create_prefetch_stream

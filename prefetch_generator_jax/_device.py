@@ -264,7 +264,7 @@ def _check_fits(path: Tuple[Any, ...], leaf: Any, narrowed: np.dtype) -> None:
             return
         what = "would make them infinite"
     raise OverflowError(
-        f"leaf {_where(path)} ({type(leaf).__name__} {leaf.dtype}) holds values from {low} to "
+        f"leaf {_where(path)} ({type(leaf).__name__} of {leaf.dtype}) holds values from {low} to "
         f"{high}, outside {narrowed}, the dtype JAX gives it while jax_enable_x64 is off; "
         f"JAX {what}: convert the leaf to a dtype that holds them, or enable jax_enable_x64"
     )

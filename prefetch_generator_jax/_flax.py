@@ -11,7 +11,8 @@ becomes an array of its byte values, a str leaf fails without saying which.
 * Each batch is checked as it leaves the source, like every mode's (see
   ``DeviceStage``; Flax's ``np.stack`` copies every leaf before the source is
   advanced, so no private copy is needed). Flax splits each leaf's leading
-  axis, so a 0-d leaf (a scalar) raises ``ValueError`` naming it.
+  axis, so a leaf without one (a scalar) or with an empty one raises
+  ``ValueError`` naming it.
 * An ``Exception`` from the source or from those checks is held back: the
   stream delivers every batch taken before it, then raises it, then ends.
   ``KeyboardInterrupt`` and other ``BaseException`` propagate at once: the
@@ -81,12 +82,13 @@ class FlaxStream:
     def _checked(self, batch: Any) -> Any:
         checked = self._stage.own(batch)
         for path, leaf in jax.tree_util.tree_flatten_with_path(checked)[0]:
-            if np.ndim(leaf) == 0:
+            shape = np.shape(leaf)
+            if not shape or shape[0] == 0:
                 raise ValueError(
-                    f"leaf {jax.tree_util.keystr(path) or '(the batch itself)'} is 0-d: "
-                    "mode='flax' splits each leaf's leading axis (Flax's prefetch_to_device); "
-                    "give it a leading axis, or use mode='thread' or mode='grain', which "
-                    "replicate scalars"
+                    f"leaf {jax.tree_util.keystr(path) or '(the batch itself)'} has shape "
+                    f"{shape}: mode='flax' splits each leaf's leading axis (Flax's "
+                    "prefetch_to_device), which must have a length; use mode='thread' or "
+                    "mode='grain', which place such leaves as they are"
                 )
         return checked
 

@@ -18,7 +18,7 @@ TypeError a stateless source deserves, its iterators raise it from ``get_state()
 Imports grain only; it does not need jax.
 """
 
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import grain
 
@@ -26,40 +26,55 @@ from prefetch_generator._worker import close_at_exit
 
 
 class IteratorDataset(grain.IterDataset):
-    """A one-pass ``grain.IterDataset`` over an existing iterator."""
+    """A one-pass ``grain.IterDataset`` over an existing iterator.
 
-    def __init__(self, iterator: Iterator[Any]) -> None:
+    ``get_state`` and ``set_state``: the source's own methods, or None where
+    it has none.
+    """
+
+    def __init__(
+        self,
+        iterator: Iterator[Any],
+        get_state: Optional[Callable[[], Any]],
+        set_state: Optional[Callable[[Any], None]],
+    ) -> None:
         super().__init__()
         self._iterator = iterator
+        self._methods = (get_state, set_state)
         self._used = False
 
     def __iter__(self) -> "IteratorDatasetIterator":
         if self._used:
             raise RuntimeError("an IteratorDataset can be iterated only once")
         self._used = True
-        return IteratorDatasetIterator(self._iterator)
+        return IteratorDatasetIterator(self._iterator, *self._methods)
 
 
 class IteratorDatasetIterator(grain.DatasetIterator):
     """Yields the wrapped iterator's items; ``close()`` closes the source."""
 
-    def __init__(self, iterator: Iterator[Any]) -> None:
+    def __init__(
+        self,
+        iterator: Iterator[Any],
+        get_state: Optional[Callable[[], Any]],
+        set_state: Optional[Callable[[Any], None]],
+    ) -> None:
         super().__init__()
         self._iterator = iterator
+        self._get_state = get_state
+        self._set_state = set_state
 
     def __next__(self) -> Any:
         return next(self._iterator)
 
-    def get_state(self) -> Dict[str, Any]:
-        """The wrapped iterator's own state if it has one (a Grain iterator), else ``{}``."""
-        get_state = getattr(self._iterator, "get_state", None)
-        return {} if get_state is None else get_state()
+    def get_state(self) -> Any:
+        """The source's own state if it has one, else ``{}``."""
+        return {} if self._get_state is None else self._get_state()
 
-    def set_state(self, state: Dict[str, Any]) -> None:
-        set_state = getattr(self._iterator, "set_state", None)
-        if set_state is None:
-            raise NotImplementedError("a plain iterator cannot be restored to a saved state")
-        set_state(state)
+    def set_state(self, state: Any) -> None:
+        if self._set_state is None:
+            raise NotImplementedError("a source without set_state() cannot be restored")
+        self._set_state(state)
 
     def close(self) -> None:
         if not self._closed:

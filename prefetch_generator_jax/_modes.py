@@ -6,6 +6,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import jax
 
+from prefetch_generator._background import find_state_methods
 from prefetch_generator._checks import check_iterable, iterate
 
 from ._device import DeviceStage, default_device, resolve_device
@@ -98,9 +99,11 @@ def _grain_stream(iterable: Iterable[Any], size: int, device: Optional[Any]) -> 
         dataset, missing_state = iterable, None
     else:
         iterator = iterate(iterable, "iterator")
-        dataset = IteratorDataset(iterator)
-        has_state = callable(getattr(iterator, "get_state", None))
-        missing_state = None if has_state else str(no_state_error("get_state", iterable))
+        get_state = find_state_methods(iterator, iterable).get("get_state")
+        set_state = getattr(iterator, "set_state", None)
+        dataset = IteratorDataset(iterator, get_state, set_state if callable(set_state) else None)
+        no_state = str(no_state_error("get_state", iterable))
+        missing_state = None if get_state is not None else no_state
     prefetch = grain.experimental.ThreadPrefetchIterDataset
     # The private copy is taken as each item leaves the source: Grain's host
     # prefetch queues items, and a source may refill its buffer meanwhile.
