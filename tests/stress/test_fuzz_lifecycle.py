@@ -118,4 +118,8 @@ def test_random_lifecycles_lose_nothing_duplicate_nothing_and_leak_nothing(block
             assert sorted(delivered) == list(range(produced)), context
             assert len(errors) == (case.fail_at is not None), context
         assert case.closed.wait(JOIN_S), context
+        # The source's finally runs in the worker, which still has to end after it; and a
+        # dropped object's worker stops without anyone waiting for it.
+        for thread in live_workers():
+            thread.join(JOIN_S)
         assert live_workers() == [], context
