@@ -74,6 +74,14 @@ class BackgroundGenerator(Generic[T]):
     alive, worker included, until exit; close it explicitly, or let the
     source hold a ``weakref``.
 
+    Items are handed over by reference, never copied. A source that refills
+    one buffer before each yield (``buf[...] = next_rows; yield buf``) thus
+    hands the consumer the same object several times over, holding whatever
+    the source wrote last, as any prefetcher of such a source does: the
+    source runs ahead of the consumer by design. Yield copies
+    (``yield buf.copy()``), or use ``prefetch_generator_jax.Prefetcher``,
+    which copies each NumPy array as it leaves the source.
+
     ``preprocess_func`` (deprecated) is applied to each item in the worker.
     """
 
