@@ -1,7 +1,10 @@
 """A torch DataLoader whose batches are prefetched in a background thread.
 
-    pip install . torch
+    pip install . torch==2.13.0
     python examples/dataloaderx_torch.py
+
+(``torch==2.13.0`` is the CPU build the test extra installs on CPython 3.11; a bare
+``torch`` can bring the CUDA build, gigabytes of it. Any recent torch runs this.)
 
 ``DataLoaderX`` is the pattern most users of prefetch-generator copy: each
 epoch's ``iter()`` gets a fresh BackgroundGenerator, which takes batches from

@@ -5,6 +5,7 @@ they exercise the code in the repository whether or not it is installed.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,8 +56,16 @@ def test_dataloaderx_torch():
 def test_tqdm_inline():
     pytest.importorskip("tqdm", reason="the inline example shows a tqdm progress bar")
     out = run_example("tqdm_inline.py")
-    assert "100/100" in out  # tqdm found the total through len()
-    assert "100 batches in" in out
+    lines = out.splitlines()  # each tqdm redraw is a line of its own here
+    starts = [number for number, line in enumerate(lines) if re.match(r"\s*0%\|.*\| 0/100 ", line)]
+    assert len(starts) == 2  # both bars knew the total from the start: len() went through
+    assert "100/100" in lines[-2]  # the prefetched epoch's bar, finished
+    summary = lines[-1]
+    match = re.fullmatch(
+        r"100 batches in (\d+\.\d\d) s \((\d+\.\d\d) s without prefetching\)", summary
+    )
+    assert match, summary
+    assert all(float(seconds) > 0 for seconds in match.groups())  # both measured, not written in
 
 
 def test_decorator_files():
