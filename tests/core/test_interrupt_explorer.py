@@ -1,0 +1,221 @@
+"""Every pair of interrupts loses nothing: no item, no wake-up, no state.
+
+For each scenario, a first interrupt is raised at each point of the package's
+code that the consumer's calls run in the main thread, where CPython would
+handle a signal, and for each of those a second one at each point reached
+while the first is handled (see ``tests/interrupt_explorer.py``). The
+consumer catches each and goes on iterating, as under a signal-based time
+limit. After every run: each item was received once, in order (or discarded
+by ``close()``), no consumer was left waiting, no waiter is left registered,
+and ``state_dict()`` is the state after the last item received.
+
+``EXPLORE_ALL=1`` reports every failing run instead of the first ten of a
+scenario; ``-s`` prints how many runs and pairs each scenario explored.
+"""
+
+import asyncio
+import itertools
+import os
+import threading
+import time
+
+import pytest
+from interrupt_explorer import (
+    STALL_S,
+    Injected,
+    check_in_order,
+    check_the_end,
+    consume,
+    consume_async,
+    explore,
+    run_in_main,
+)
+
+from prefetch_generator import BackgroundGenerator
+
+ITEMS = 4
+
+
+def no_waiter_left(bg, problems):
+    """What a lone consumer checks each time it catches an interrupt: it waits no more, so
+    no waiter of its own may stay registered and not abandoned (a producer would wake it
+    instead of a live consumer). Once the stream ended, the producer wakes each waiter
+    before it takes it off the list: those are not counted."""
+
+    def check():
+        channel = bg._channel
+        zombies = [w for w in channel.waiters if not getattr(w, "abandoned", False)]
+        if zombies and not channel.ended:
+            problems.append(f"{len(zombies)} waiter(s) registered after next() raised")
+
+    return check
+
+
+def one_consumer(injector):
+    bg = BackgroundGenerator(iter(range(ITEMS)), max_prefetch=1)
+    received, problems = [], []
+    problems += run_in_main(
+        injector,
+        lambda: len(received),
+        lambda: consume(bg, received, injector, no_waiter_left(bg, problems)),
+    )
+    return problems + check_in_order(received, list(range(ITEMS))) + check_the_end(bg, injector)
+
+
+def several_consumers(injector):
+    items = 6
+    consumers = 3
+    created = threading.Event()
+
+    def source():
+        # Each item only once every consumer waits for it (or after a bound,
+        # should one not come back): the producer then wakes one waiter while
+        # the others stay listed, the hand-on windows.
+        created.wait(STALL_S)
+        for item in range(items):
+            deadline = time.monotonic() + STALL_S
+            while len(bg._channel.waiters) < consumers and time.monotonic() < deadline:
+                time.sleep(1e-4)
+            yield item
+
+    bg = BackgroundGenerator(source(), max_prefetch=1)
+    created.set()
+    received = [[], [], []]  # the main thread's first
+    others = [
+        threading.Thread(target=mine.extend, args=(bg,), daemon=True) for mine in received[1:]
+    ]
+    for thread in others:
+        thread.start()
+    problems = run_in_main(
+        injector,
+        lambda: sum(map(len, received)),
+        lambda: consume(bg, received[0], injector, lambda: None),
+    )
+    for thread in others:
+        thread.join(STALL_S)
+    if any(thread.is_alive() for thread in others):
+        problems.append("a consumer thread was left waiting")
+    if sorted(itertools.chain(*received)) != list(range(items)) or any(
+        mine != sorted(mine) for mine in received
+    ):
+        problems.append(f"received {received} (main thread first)")
+    return problems + check_the_end(bg, injector)
+
+
+def async_consumer(injector):
+    bg = BackgroundGenerator(iter(range(ITEMS)), max_prefetch=1)
+    received = []
+    loop = asyncio.new_event_loop()
+    problems = []
+    task = loop.create_task(consume_async(bg, received, injector, no_waiter_left(bg, problems)))
+
+    def run_the_loop():
+        while True:
+            try:
+                loop.run_until_complete(task)
+                return
+            except Injected as error:  # landed in the event loop, not in the task
+                injector.caught(error)
+
+    try:
+        problems += run_in_main(injector, lambda: len(received), run_the_loop)
+    finally:
+        if not task.done():
+            task.cancel()
+            loop.run_until_complete(asyncio.wait([task], timeout=STALL_S))
+        loop.close()
+    return problems + check_in_order(received, list(range(ITEMS))) + check_the_end(bg, injector)
+
+
+def close_while_consuming(injector):
+    items = 6
+    third_taken = threading.Event()
+
+    def source():
+        for item in range(items):
+            if item == 3:
+                third_taken.set()
+            yield item
+
+    bg = BackgroundGenerator(source(), max_prefetch=1)
+    closer = threading.Thread(
+        target=lambda: third_taken.wait(STALL_S) and bg.close(timeout=STALL_S), daemon=True
+    )
+    closer.start()
+    received, problems = [], []
+    problems += run_in_main(
+        injector,
+        lambda: len(received),
+        lambda: consume(bg, received, injector, no_waiter_left(bg, problems)),
+    )
+    closer.join(STALL_S)
+    # Items from the first one not received on are discarded, never received later.
+    return (
+        problems
+        + check_in_order(received, list(range(len(received))))
+        + check_the_end(bg, injector)
+    )
+
+
+class Counting:
+    """A source whose ``state_dict()`` is how many items it has yielded (a new dict each call)."""
+
+    def __init__(self, items):
+        self.items, self.yielded = items, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.yielded == self.items:
+            raise StopIteration
+        self.yielded += 1
+        return self.yielded - 1
+
+    def state_dict(self):
+        return {"yielded": self.yielded}
+
+
+def with_state(injector):
+    bg = BackgroundGenerator(Counting(ITEMS), max_prefetch=1)
+    received, saved, problems = [], [], []
+    check = no_waiter_left(bg, problems)
+
+    def save():  # the usual "save on Ctrl-C" in the loop's handler
+        saved.append((len(received), bg.state_dict()))
+        check()
+
+    problems += run_in_main(
+        injector, lambda: len(received), lambda: consume(bg, received, injector, save)
+    )
+    problems += check_in_order(received, list(range(ITEMS)))
+    problems += [
+        f"state_dict() after {count} item(s) received was {state}"
+        for count, state in saved
+        if state != {"yielded": count}
+    ]
+    if bg.state_dict() != {"yielded": ITEMS}:
+        problems.append(f"state_dict() at the end was {bg.state_dict()}")
+    return problems + check_the_end(bg, injector)
+
+
+SCENARIOS = {
+    "one consumer": one_consumer,
+    "several consumers": several_consumers,
+    "async consumer": async_consumer,
+    "close while consuming": close_while_consuming,
+    "source with state": with_state,
+}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_no_pair_of_interrupts_loses_an_item_a_wake_up_or_a_state(name):
+    started = time.perf_counter()
+    found = explore(name, SCENARIOS[name], None if os.environ.get("EXPLORE_ALL") else 10)
+    print(
+        f"\n{name}: {found.runs} runs, {found.pairs} pairs of interrupts, "
+        f"{len(found.failures)} failing, {time.perf_counter() - started:.1f} s"
+    )
+    assert not found.failures, found.summary()
+    assert found.pairs > 100  # the interrupts did land
