@@ -1,12 +1,12 @@
 """The device stage: its cost per batch, and training loops under each prefetch mode.
 
 0. Cost per batch (``--sections cost``): one batch at a time, synchronously,
-   the host copy + ``device_put`` + ready, as the stage did before (a
-   ``np.array(copy=True)`` private copy, at whatever alignment NumPy's
-   allocator gives) and as it does now (a 64-byte-aligned copy that JAX
-   aliases), beside a bare ``device_put`` of the source (no private copy: it
-   would alias a buffer the source may refill). Median and p95 per batch, and
-   how many private copies landed off a 64-byte boundary.
+   what the stage does on the host: the private copy (the leaves JAX would
+   alias: the uint8 image), the leaf checks (types; int64 and float64 leaves
+   that JAX narrows checked for values that would not survive), both
+   together (``DeviceStage.own``), the whole stage (own + ``device_put`` +
+   ready), and a bare ``device_put`` (no copy, no check). Median and p95 per
+   batch, and the checks' cost as a share of the copy's.
 1. Overhead: N batches put on the device and made ready, one at a time by a
    bare ``jax.block_until_ready(jax.device_put(batch))`` loop, and through
    ``DevicePrefetcher`` with a consumer that does nothing else.
@@ -67,36 +67,41 @@ def percentile_ms(values, q):
 
 
 def cost_section(args, device):
-    """Per-batch cost of the private copy + transfer, before and after the aligned copy."""
-    from prefetch_generator_jax._device import ALIGNMENT
+    """Per-batch cost of what the stage does on the host: the private copy and the checks."""
+    from prefetch_generator_jax._device import _jax_would_alias, aligned_copy, check_leaf
 
     shape = (args.batch_size, args.cost_image, args.cost_image, 3)
     rng = np.random.default_rng(1)
     print(
-        f"cost per batch: {args.cost_batches} fresh batches of {shape} uint8 "
-        f"({np.prod(shape) / 2**20:.2f} MiB) + labels, one at a time\n"
+        f"cost per batch: {args.cost_batches} fresh batches, one at a time: image {shape} uint8 "
+        f"({np.prod(shape) / 2**20:.2f} MiB), label ({args.batch_size},) int64, "
+        f"tokens ({args.batch_size}, 512) int64, weight ({args.batch_size},) float64\n"
     )
 
     def fresh_batch():  # a new allocation each time, as a loader makes
         return {
             "image": rng.integers(0, 256, shape, dtype=np.uint8),
-            "label": rng.integers(0, 10, (args.batch_size,), dtype=np.int32),
+            "label": rng.integers(0, 10, (args.batch_size,), dtype=np.int64),
+            "tokens": rng.integers(0, 50_000, (args.batch_size, 512), dtype=np.int64),
+            "weight": rng.random(args.batch_size),
         }
 
-    unaligned = []
+    def copy_pass(batch):  # DeviceStage.own without the checks: walk the batch, copy
+        return jax.tree.map(
+            lambda leaf: aligned_copy(leaf) if _jax_would_alias(leaf) else leaf, batch
+        )
 
-    def copy_before(leaf):  # the stage's private copy before the change
-        copy = np.array(leaf, copy=True)
-        unaligned.append(copy.ctypes.data % ALIGNMENT != 0)
-        return copy
+    def check_only(batch):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(batch)[0]:
+            check_leaf(path, leaf)
 
     stage = DeviceStage(device)
     variants = {
-        "bare device_put (aliases the source)": lambda b: jax.device_put(b, device),
-        "before: np.array copy + device_put": lambda b: jax.device_put(
-            jax.tree.map(copy_before, b), device
-        ),
-        "after: DeviceStage (aligned copy)": stage,
+        "copy pass (walk + private copy)": copy_pass,
+        "leaf checks alone": check_only,
+        "DeviceStage.own (checks + copy)": stage.own,
+        "DeviceStage (own + put + ready)": stage,
+        "bare device_put + ready": lambda b: jax.device_put(b, device),
     }
     times = {name: [] for name in variants}
     names = list(variants)
@@ -108,18 +113,26 @@ def cost_section(args, device):
             started = time.perf_counter()
             jax.block_until_ready(put(batch))
             times[name].append(time.perf_counter() - started)
-    print(f"{'variant':<38} | {'median ms':>9} | {'p95 ms':>7} | {'max ms':>7}")
-    print("-" * 71)
+    print(f"{'variant':<34} | {'median ms':>9} | {'p95 ms':>7}")
+    print("-" * 56)
     for name, values in times.items():
-        print(
-            f"{name:<38} | {percentile_ms(values, 50):>9.3f} | "
-            f"{percentile_ms(values, 95):>7.3f} | {percentile_ms(values, 100):>7.3f}"
-        )
-    image_copies = unaligned[0::2]  # [image, label] per batch
-    print(
-        f"\nbefore: {sum(image_copies)} of {len(image_copies)} image copies were not "
-        "64-byte aligned (JAX copied those again); after: every copy is aligned\n"
+        print(f"{name:<34} | {percentile_ms(values, 50):>9.3f} | {percentile_ms(values, 95):>7.3f}")
+    copies, owned = (
+        times["copy pass (walk + private copy)"],
+        times["DeviceStage.own (checks + copy)"],
     )
+    for name, share in (
+        ("checks alone / copy pass", lambda q: np.percentile(times["leaf checks alone"], q)),
+        (
+            "(own - copy pass) / copy pass",
+            lambda q: np.percentile(owned, q) - np.percentile(copies, q),
+        ),
+    ):
+        print(
+            f"{name}: {share(50) / np.percentile(copies, 50):.1%} at the median, "
+            f"{share(95) / np.percentile(copies, 95):.1%} at p95"
+        )
+    print()
 
 
 def overhead_section(args, device, pool):

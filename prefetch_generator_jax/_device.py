@@ -218,10 +218,10 @@ def check_leaf(path: Tuple[Any, ...], leaf: Any) -> None:
     for the rest (``jax.typeof``).
     """
     if type(leaf) is np.ndarray or isinstance(leaf, np.generic):
-        if not _dtype_is_supported(leaf.dtype):
+        narrowed = _narrowed(leaf.dtype, jax.config.jax_enable_x64)
+        if narrowed is UNSUPPORTED:
             raise TypeError(_cannot_put(path, leaf, f"dtype {leaf.dtype} is not a JAX dtype"))
-        narrowed = jax.dtypes.canonicalize_dtype(leaf.dtype)
-        if narrowed != leaf.dtype:
+        if narrowed is not None:
             _check_fits(path, leaf, narrowed)
         return
     if isinstance(leaf, jax.Array):
@@ -232,13 +232,18 @@ def check_leaf(path: Tuple[Any, ...], leaf: Any) -> None:
         raise _kind_of(error)(_cannot_put(path, leaf, error)) from None
 
 
+UNSUPPORTED = np.dtype([("unsupported", np.uint8)])  # a marker: no JAX dtype is structured
+
+
 @functools.lru_cache(maxsize=None)
-def _dtype_is_supported(dtype: np.dtype) -> bool:
+def _narrowed(dtype: np.dtype, x64: bool) -> Optional[np.dtype]:
+    """The dtype JAX gives ``dtype`` if it differs, None if it keeps it, or ``UNSUPPORTED``."""
     try:
         jax.typeof(np.empty(0, dtype))
     except TypeError:
-        return False
-    return True
+        return UNSUPPORTED
+    canonical = jax.dtypes.canonicalize_dtype(dtype)
+    return None if canonical == dtype else canonical
 
 
 def _check_fits(path: Tuple[Any, ...], leaf: Any, narrowed: np.dtype) -> None:
