@@ -41,6 +41,7 @@ from several threads at once.
 """
 
 import functools
+import math
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import jax
@@ -54,6 +55,7 @@ DEVICE_CONTRACT = (
 )
 ALIGNMENT = 64  # bytes: JAX on CPU aliases a NumPy buffer only at this alignment
 PYTHON_NUMBERS = (bool, int, float, complex)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def default_device() -> jax.Device:
@@ -225,6 +227,13 @@ def check_leaf(path: Tuple[Any, ...], leaf: Any) -> None:
             _check_fits(path, leaf, narrowed)
         return
     if isinstance(leaf, jax.Array):
+        return
+    if type(leaf) is float:
+        if abs(leaf) > FLOAT32_MAX and abs(leaf) != math.inf and not jax.config.jax_enable_x64:
+            raise OverflowError(
+                f"leaf {_where(path)} (float) is {leaf}, beyond float32, the dtype JAX gives "
+                "it while jax_enable_x64 is off; JAX would make it infinite"
+            )
         return
     try:
         jax.typeof(leaf)

@@ -203,6 +203,7 @@ OUT_OF_RANGE = {
     "float64 1e40": (np.array([1.0, 1e40]), r"float64\).*float32.*infinite"),
     "float64 beside inf": (np.array([np.inf, -1e39, np.nan]), r"float64\).*infinite"),
     "complex128": (np.array([1e40j]), r"complex128\).*complex64"),
+    "Python float 1e40": (1e40, r"float\) is 1e\+40, beyond float32"),
 }
 
 
