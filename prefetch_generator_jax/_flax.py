@@ -29,7 +29,7 @@ Not thread-safe: one consumer thread, as with the generator Flax returns.
 
 from collections import deque
 from types import TracebackType
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Optional, Type
+from typing import Any, Callable, Deque, Dict, Generator, Iterable, Iterator, Optional, Type
 
 import jax
 import numpy as np
@@ -48,7 +48,7 @@ class FlaxStream:
         self,
         iterable: Iterable[Any],
         iterator: Iterator[Any],
-        prefetch: Callable[[Iterator[Any]], Iterator[Any]],
+        prefetch: Callable[[Iterator[Any]], Generator[Any, None, None]],
         stage: DeviceStage,
     ) -> None:
         self.source = iterable

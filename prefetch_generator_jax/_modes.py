@@ -2,7 +2,7 @@
 
 import importlib
 from types import ModuleType
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Generator, Iterable, Iterator, Optional
 
 import jax
 
@@ -127,7 +127,7 @@ def _flax_stream(iterable: Iterable[Any], size: int, device: Optional[Any]) -> I
     source = iterate(iterable, "iterator")
     stage = DeviceStage(target, private_leaves=True)  # Flax's np.stack copies each leaf
 
-    def prefetch(held: Iterator[Any]) -> Iterator[Any]:
+    def prefetch(held: Iterator[Any]) -> Generator[Any, None, None]:
         return jax_utils.prefetch_to_device(held, size, devices=[target])
 
     return FlaxStream(iterable, source, prefetch, stage)
