@@ -71,7 +71,7 @@ def _decorate(function: Any, max_prefetch: int) -> Any:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> BackgroundGenerator[Any]:
-        source = function(*args, **kwargs)
+        source: Any = function(*args, **kwargs)
         if not is_iterable(source):
             raise TypeError(
                 f"@background expects a generator function, but {name}() returned "
