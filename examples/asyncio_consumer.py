@@ -41,7 +41,8 @@ async def main():
             first.append(item)
             if len(first) == 5:
                 break  # the source had 995 more: closing stops it at once
-    print(f"async with: took {first}, then closed; worker running: {items.is_running()}")
+    rest = [item async for item in items]  # a closed stream ends at once
+    print(f"async with: took {first}, then closed; items after closing: {rest}")
 
     ticker.cancel()
 

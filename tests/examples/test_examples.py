@@ -77,7 +77,7 @@ def test_decorator_files():
 def test_asyncio_consumer():
     out = run_example("asyncio_consumer.py")
     assert "async for: sum 190" in out
-    assert "async with: took [0, 1, 2, 3, 4], then closed; worker running: False" in out
+    assert "async with: took [0, 1, 2, 3, 4], then closed; items after closing: []" in out
     beats = int(out.split("heartbeats meanwhile: ")[1].split()[0])
     assert beats > 0  # the loop kept running while items were produced
 
