@@ -14,6 +14,7 @@ from typing import (
     Generic,
     Iterable,
     Iterator,
+    List,
     NoReturn,
     Optional,
     Tuple,
@@ -21,7 +22,7 @@ from typing import (
     TypeVar,
 )
 
-from ._channel import NOTHING, Channel, LoopWaiter
+from ._channel import NOTHING, RECHECK_S, Channel, LoopWaiter
 from ._checks import check_iterable, checked_max_prefetch, checked_timeout
 from ._migration import missing_attribute
 from ._stats import Stats
@@ -34,12 +35,11 @@ CLOSE_TIMEOUT_S = 1.0
 STATE_METHODS = ("state_dict", "get_state")
 """The checkpoint methods a source may have: torch's ``Stateful``, Grain's ``DatasetIterator``."""
 
-# Consumers record each delivered item's state in a deque of this many
-# records, and a state read takes the newest. A consumer holds at most one
-# item it has taken but not yet recorded, so after the newest record only
-# older ones from the other consumers can be appended (at most one per
-# consumer) until a newer item is recorded: the newest record survives while
-# fewer than this many threads consume at once.
+# Consumers store each delivered item's state in slot ``number % RECENT_RECORDS``
+# of a list, and a state read takes the newest. A consumer holds at most one
+# item it has taken but not yet recorded, so a record can only be overwritten
+# by an older one if a consumer stalls for this many items between taking an
+# entry and storing its record: never while fewer threads consume at once.
 RECENT_RECORDS = 64
 
 
@@ -111,14 +111,14 @@ class BackgroundGenerator(Generic[T]):
         methods = find_state_methods(source, generator)
         if preprocess_func is not None:
             source = map(preprocess_func, source)
+        capacity = max_prefetch + 1 if max_prefetch > 0 else float("inf")
+        self._channel = Channel(capacity)
         self._delivered: Optional[_Delivered] = None
         if methods:
             # Taken here, in the caller's thread, before the worker touches the source.
             initial = tuple(method() for method in methods.values())
-            self._delivered = _Delivered(tuple(methods), initial)
+            self._delivered = _Delivered(tuple(methods), initial, self._channel.items)
             source = _with_states(source, tuple(methods.values()), self._delivered)
-        capacity = max_prefetch + 1 if max_prefetch > 0 else float("inf")
-        self._channel = Channel(capacity)
         self._worker = Worker(source, self._channel, close_source)
 
     def __iter__(self) -> "BackgroundGenerator[T]":
@@ -128,9 +128,8 @@ class BackgroundGenerator(Generic[T]):
         """Return the next item; blocks while the worker has none ready."""
         channel = self._channel
         while True:
-            # Channel.take, inlined: one Python frame less per item (a sixth of
-            # the hand-off at depth), and the entry is taken in the frame that
-            # returns it, so an interrupt cannot strand it.
+            # _take, inlined: one Python frame less per item (a sixth of the
+            # hand-off at depth).
             entry = NOTHING
             try:
                 for entry in channel.taker:
@@ -138,12 +137,20 @@ class BackgroundGenerator(Generic[T]):
                         channel.wake_producer()
                     if self._delivered is None:
                         return entry
-                    return self._delivered.deliver(entry)
+                    # From 3.11 on, no signal is handled between this store
+                    # and the return (neither makes a call): the state is
+                    # recorded exactly when the item is handed out.
+                    item, slot, record = entry
+                    self._delivered.records[slot] = record
+                    return item
             except IndexError:
                 pass  # empty; raising from in here would chain IndexError to the source's error
             except BaseException:
                 if entry is not NOTHING:
-                    self._put_back(entry)
+                    # First, in one C call: a second interrupt can land at the
+                    # entry of any Python function called here.
+                    channel.items.appendleft(entry)
+                    channel.after_put_back()
                 raise
             try:
                 channel.wait()
@@ -176,15 +183,9 @@ class BackgroundGenerator(Generic[T]):
         """
         channel = self._channel
         while True:
-            entry = channel.take()
-            if entry is not NOTHING:
-                if self._delivered is None:
-                    return entry
-                try:
-                    return self._delivered.deliver(entry)
-                except BaseException:
-                    self._put_back(entry)
-                    raise
+            item = self._take()
+            if item is not NOTHING:
+                return item
             try:
                 channel.raise_if_drained()
             except StopIteration:
@@ -194,12 +195,59 @@ class BackgroundGenerator(Generic[T]):
                 raise RuntimeError("the source raised StopAsyncIteration") from error
             waiter = LoopWaiter(asyncio.get_running_loop())
             try:
-                if channel.add_waiter(waiter):
-                    await waiter.future
-                    channel.consumer_wait_s += perf_counter() - waiter.since
+                channel.register(waiter)
+                if not channel.items and not channel.ended:
+                    channel.wake_producer()
+                    await self._sleep(waiter)
             except BaseException:
-                channel.withdraw(waiter)
+                # First, in one C call: once claimed, no waker counts on it.
+                if not waiter.claimed.acquire(False):
+                    channel.wake_consumers()  # hand on the wake-up it was sent
+                channel.unlist(waiter)
                 raise
+            if waiter.claimed.acquire(False):
+                channel.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
+
+    async def _sleep(self, waiter: LoopWaiter) -> None:
+        # Channel._sleep_on, on the event loop. asyncio.wait's timeout leaves
+        # the future alone, so a wake-up sent meanwhile is not lost.
+        channel = self._channel
+        future = waiter.future
+        while True:
+            await asyncio.wait((future,), timeout=RECHECK_S)
+            if future.done():
+                break
+            if waiter.claimed.locked() or channel.items or channel.ended:
+                await asyncio.wait((future,), timeout=RECHECK_S)
+                if not future.done():
+                    channel.missed_wakeups += 1
+                break
+        channel.consumer_wait_s += perf_counter() - waiter.since
+
+    def _take(self) -> Any:
+        """The next item if one is buffered, else ``NOTHING``; never blocks.
+
+        ``__next__`` inlines this; see the comments there.
+        """
+        channel = self._channel
+        entry = NOTHING
+        try:
+            for entry in channel.taker:
+                if channel.parked:
+                    channel.wake_producer()
+                if self._delivered is None:
+                    return entry
+                item, slot, record = entry
+                self._delivered.records[slot] = record
+                return item
+        except IndexError:
+            pass
+        except BaseException:
+            if entry is not NOTHING:
+                channel.items.appendleft(entry)
+                channel.after_put_back()
+            raise
+        return NOTHING
 
     def close(self, timeout: Optional[float] = CLOSE_TIMEOUT_S) -> None:
         """End the stream and wait up to ``timeout`` seconds for the worker to exit.
@@ -309,13 +357,6 @@ class BackgroundGenerator(Generic[T]):
             )
         return delivered.latest(name)
 
-    def _put_back(self, entry: Any) -> None:
-        # Taken but not handed out: back to the buffer, and its state, if
-        # already recorded, no longer counts as delivered.
-        self._channel.put_back(entry)
-        if self._delivered is not None:
-            self._delivered.forget(entry)
-
     def _saw_the_end(self) -> None:
         # A consumer got StopIteration: if the source ran out (rather than
         # being stopped), the state to resume from is the one after its end.
@@ -396,58 +437,54 @@ _sequence_number = itemgetter(0)
 class _Delivered:
     """The states of a source that has them, as delivered to consumers.
 
-    The worker sends ``(item, record)`` pairs, a record being ``(sequence
-    number, *states)``; the consumer that takes a pair calls ``deliver``,
-    which keeps the record and hands out the item (``forget`` undoes it for a
-    pair put back). Holds no reference to the BackgroundGenerator, so
-    dropping it still frees it at once.
+    The worker sends ``(item, slot, record)`` entries, a record being
+    ``(sequence number, *states)`` and its slot the number modulo
+    ``RECENT_RECORDS``. The consumer that takes an entry stores the record in
+    its slot of ``records`` and returns the item, with no call in between;
+    an entry put back goes to the front of the buffer. The latest delivered
+    state is therefore that of the newest record older than the buffer's
+    first entry: putting an entry back is one C call that also undoes its
+    record, whenever the interrupt came. Holds no reference to the
+    BackgroundGenerator, so dropping it still frees it at once.
     """
 
-    __slots__ = ("names", "recent", "end_record")
+    __slots__ = ("names", "records", "buffer", "end_record")
 
-    def __init__(self, names: Tuple[str, ...], initial: Tuple[Any, ...]) -> None:
+    def __init__(self, names: Tuple[str, ...], initial: Tuple[Any, ...], buffer: deque) -> None:
         self.names = names
-        self.recent: deque = deque([(-1, *initial)], maxlen=RECENT_RECORDS)
+        # A list of fixed length: a store never resizes it, so a copy taken
+        # while consumers store is one C call, with or without the GIL.
+        self.records: List[Tuple[Any, ...]] = [(-1, *initial)] * RECENT_RECORDS
+        self.buffer = buffer
         self.end_record: Optional[Tuple[Any, ...]] = None
 
-    def deliver(self, pair: Tuple[Any, Tuple[Any, ...]]) -> Any:
-        item, record = pair
-        self.recent.append(record)
-        return item
-
-    def forget(self, pair: Tuple[Any, Tuple[Any, ...]]) -> None:
-        try:
-            self.recent.remove(pair[1])
-        except ValueError:
-            pass  # not recorded yet
-
     def saw_the_end(self) -> None:
-        if self.end_record is not None:
-            self.recent.append(self.end_record)
+        record = self.end_record
+        if record is not None:
+            self.records[record[0] % RECENT_RECORDS] = record
 
     def latest(self, name: str) -> Any:
-        while True:
-            try:
-                records = self.recent.copy()
-            except RuntimeError:
-                # Free-threaded builds only: a consumer appended during the
-                # copy, which then refuses to go on. With the GIL, copy() is
-                # one C call no append can interrupt.
-                continue
-            record = max(records, key=_sequence_number)
-            return record[1 + self.names.index(name)]
+        records = self.records.copy()
+        try:
+            first_buffered = self.buffer[0][2][0]
+        except IndexError:
+            first_buffered = None
+        if first_buffered is not None:
+            records = [record for record in records if record[0] < first_buffered]
+        record = max(records, key=_sequence_number)
+        return record[1 + self.names.index(name)]
 
 
 def _with_states(
     source: Iterator[Any], takes: Tuple[Callable[[], Any], ...], delivered: _Delivered
 ) -> Iterator[Any]:
-    """``(item, record)`` for each item of ``source``, its states taken right after it.
+    """``(item, slot, record)`` for each item of ``source``, its states taken right after it.
 
     Runs in the worker. At the end it leaves the states after the end with
     ``delivered``, for the consumer that sees the end.
     """
     number = 0
     for item in source:
-        yield item, (number, *[take() for take in takes])
+        yield item, number % RECENT_RECORDS, (number, *[take() for take in takes])
         number += 1
     delivered.end_record = (number, *[take() for take in takes])

@@ -63,11 +63,11 @@ polling would only keep the producer from running.)
 import sys
 from collections import deque
 from itertools import repeat
-from queue import Empty, SimpleQueue
 from threading import Lock, get_ident
 from time import perf_counter
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
+RECHECK_S = 0.1
 HANDOFF_AFTER_S = 200e-6
 HANDOFF_TIMEOUT_S = 5e-3
 GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -86,6 +86,11 @@ NOTHING = object()
 class ThreadWaiter:
     """A consumer thread asleep in ``wait``; ``wake`` may be called from any thread.
 
+    Whoever acquires ``claimed`` first owns the waiter: a waker (which then
+    wakes it) or the waiter itself (which then waits no more). A
+    non-blocking ``acquire`` is one C call that returns whether it won, with
+    or without the GIL, so no interrupt can leave the question half settled.
+
     It sleeps on a ``Lock`` of its own: on free-threaded builds acquiring one
     spins briefly before it sleeps, which catches a prompt wake-up without a
     sleep (a round trip 25 us against a ``SimpleQueue``'s 53-59 us, measured by
@@ -93,46 +98,44 @@ class ThreadWaiter:
     the same in the hand-off.
     """
 
-    __slots__ = ("woken", "since", "handoff", "abandoned")
+    __slots__ = ("claimed", "woken", "since", "handoff")
 
     def __init__(self) -> None:
-        self.woken = Lock()  # released by the first wake-up
+        self.claimed = Lock()
+        self.woken = Lock()  # released once, by the waker that claimed it
         self.woken.acquire()
         self.since = perf_counter()
         self.handoff = False
-        self.abandoned = False
 
     def wake(self, handoff: bool = False) -> bool:
-        """Wake the thread; with ``handoff``, ask it to report when it runs if it slept long.
-
-        Returns False if it no longer waits (``abandoned``): wake another.
-        """
-        if self.abandoned:
+        """Claim and wake the thread; with ``handoff``, ask it to report when it
+        runs if it slept long. False if it was claimed before: wake another."""
+        if not self.claimed.acquire(False):
             return False
         self.handoff = handoff and perf_counter() - self.since > HANDOFF_AFTER_S
-        try:
-            self.woken.release()
-        except RuntimeError:
-            pass  # woken already
+        self.woken.release()
         return True
 
 
 class LoopWaiter:
-    """A coroutine awaiting an item; ``wake`` resolves its future on its event loop."""
+    """A coroutine awaiting an item; ``wake`` resolves its future on its event loop.
 
-    __slots__ = ("loop", "future", "since", "abandoned")
+    Claimed as a ``ThreadWaiter`` is.
+    """
+
+    __slots__ = ("claimed", "loop", "future", "since")
     handoff = False
 
     def __init__(self, loop: Any) -> None:
+        self.claimed = Lock()
         self.loop = loop
         self.future = loop.create_future()
         self.since = perf_counter()
-        self.abandoned = False
 
     def wake(self, handoff: bool = False) -> bool:
-        """Resolve the future from any thread; False if its loop is closed or it was
-        ``abandoned`` (nobody to wake)."""
-        if self.abandoned:
+        """Claim the waiter and resolve its future from any thread; False if it was
+        claimed before or its loop is closed (nobody to wake)."""
+        if not self.claimed.acquire(False):
             return False
         try:
             self.loop.call_soon_threadsafe(_resolve, self.future)
@@ -186,11 +189,17 @@ class Channel:
         # it; any number of releases before it does make one wake-up.
         self._park = Lock()
         self._park.acquire()
+        # Released by a consumer that was asked to report that it runs.
+        self._consumer_resumed = Lock()
+        self._consumer_resumed.acquire()
         self.producer_thread: Optional[int] = None
         self.appending = True  # until send_all returns: the producer may append
         self.stop_requested = False
         self.ended = False
         self.errors: deque = deque()
+        # Why close() ended the stream, when receivers must not take it for
+        # the source's end (the interpreter is exiting): raised to every one.
+        self.closed_because: Optional[str] = None
         # (items counted by earlier tallies, the current tally), replaced
         # whole, so a reader takes both with one attribute load. ``send_all``
         # advances the tally once per item, right after appending it, inside
@@ -201,11 +210,14 @@ class Channel:
         # item put back too late): ``list.append`` is atomic, where ``+=`` on
         # a shared attribute can lose a count between threads.
         self._discards: list = []
+        self.missed_wakeups = 0
+        # Sleeps that a re-check ended (``_sleep_on``): 0 unless an interrupt
+        # cut a wake-up short, or the protocol has a bug; without the GIL two
+        # misses at once may count as one, never as none.
         self.started_at = perf_counter()
         self.producer_wait_s = 0.0
         self.consumer_wait_s = 0.0
         self.spin_s = SPIN_S  # how long the next consumer to run dry polls first
-        self._consumer_resumed: SimpleQueue = SimpleQueue()
 
     @property
     def produced(self) -> int:
@@ -252,7 +264,7 @@ class Channel:
             for step in zip(repeat(None, TALLY_LIMIT), appended, tally):
                 del step  # the last reference: zip reuses the tuple for the next step
                 if waiters:
-                    self._wake_consumer(handoff=GIL_ENABLED)
+                    self.wake_consumers(handoff=GIL_ENABLED)
                 # A stop sets capacity to 0, so this one check per item also
                 # notices a stop within one source step.
                 if len(items) >= self.capacity and not self._wait_for_space(items):
@@ -268,7 +280,7 @@ class Channel:
         self.ended = True
         if self.stop_requested:
             self.errors.clear()  # a stop that raced this call wins
-        self._wake_all_consumers()
+        self.wake_consumers(every=True)
 
     def _wait_for_space(self, items: deque) -> bool:
         try:
@@ -278,95 +290,130 @@ class Channel:
                     return False
                 if len(items) < self.capacity:
                     return True
-                if self.waiters:
-                    # Consumers wait while the buffer is full: only waiters
-                    # an interrupt left registered can be there. Wake them
-                    # all, so they cannot swallow the wake-ups of live ones.
-                    self._wake_all_consumers()
                 started = perf_counter()
-                self._park.acquire()
+                self._sleep_on(
+                    self._park, lambda: self.stop_requested or len(items) < self.capacity
+                )
                 self.producer_wait_s += perf_counter() - started
         finally:
             self.parked = False
 
-    def _wake_consumer(self, handoff: bool = False) -> None:
+    def _sleep_on(self, lock: Any, has_work: Callable[[], bool]) -> None:
+        """Acquire ``lock``, the wake-up, checking ``has_work()`` every ``RECHECK_S``.
+
+        Returns once the wake-up comes, or once ``has_work()`` has held for two
+        intervals without it (a lost wake-up, counted in ``missed_wakeups``):
+        the caller then checks its condition as after any wake-up.
+        """
+        while not lock.acquire(timeout=RECHECK_S):
+            if has_work():
+                # The wake-up may still be on its way (its sender preempted
+                # between changing the state and waking): one interval more.
+                if not lock.acquire(timeout=RECHECK_S):
+                    self.missed_wakeups += 1
+                return
+
+    def wake_consumers(self, handoff: bool = False, every: bool = False) -> None:
+        """Wake the first waiter not yet claimed (``every``: all of them).
+
+        A waiter is claimed and woken before it is taken off the list, so an
+        interrupt in between leaves it listed, claimed, and skipped by the
+        next waker, which takes it off. (No copy of the list: without the
+        GIL, copying a deque that another thread changes raises RuntimeError.)
+        """
+        waiters = self.waiters
         while True:
             try:
-                waiter = self.waiters.popleft()
+                waiter = waiters[0]
             except IndexError:
-                return  # nobody waits, or another thread took the waiter first
+                return  # nobody waits
+            woke = waiter.wake(handoff)
             try:
-                woke = waiter.wake(handoff)
-            except BaseException:
-                # Interrupted (this may run in a consumer's thread, handing a
-                # wake-up on): listed again, it cannot be left asleep unseen.
-                self.waiters.appendleft(waiter)
-                raise
-            if woke:
+                waiters.remove(waiter)
+            except ValueError:
+                pass  # withdrawn, or taken off by another waker, meanwhile
+            if woke and not every:
                 break
         if waiter.handoff:
             # Give the GIL to the consumer now rather than at the next forced
             # switch; bounded, in case it was interrupted before reporting.
-            try:
-                self._consumer_resumed.get(timeout=HANDOFF_TIMEOUT_S)
-            except Empty:
-                pass
+            # (A Lock: its timeout holds when a signal reaches this thread,
+            # where SimpleQueue.get's could wait for ever on CPython <= 3.12.)
+            self._consumer_resumed.acquire(timeout=HANDOFF_TIMEOUT_S)
 
     # -- consumer side ---------------------------------------------------
 
-    def take(self) -> Any:
-        """Take the next item if one is buffered, else return ``NOTHING``; never blocks.
+    def after_put_back(self) -> None:
+        """Finish returning an item that an interrupt kept from its receiver.
 
-        ``BackgroundGenerator.__next__`` inlines this (one frame less per item).
+        The receiver has already put it back at the front of ``items``: if
+        the channel was closed meanwhile, it is discarded with the buffer.
         """
-        item = NOTHING
-        try:
-            for item in self.taker:
-                if self.parked:
-                    self.wake_producer()
-                return item
-        except IndexError:
-            pass
-        except BaseException:
-            if item is not NOTHING:
-                self.put_back(item)
-            raise
-        return NOTHING
-
-    def put_back(self, item: Any) -> None:
-        """Return an item taken but never handed out (an interrupt came between)."""
-        if self.stop_requested:  # after close() nothing is handed out any more
-            self.drain(deque((item,)))
-        else:
-            self.items.appendleft(item)
-            if self.closed and not self.appending:
-                self.drain(self.items)  # close() ran meanwhile and emptied it before
+        if self.closed and not self.appending:
+            self.drain(self.items)
 
     def wait(self) -> None:
         """Block until an item may be buffered; once the stream has ended and the
         buffer is drained, raise the ending instead.
 
         Takes nothing itself: an item is taken only in the frame that returns it
-        (``take``), so that an interrupt cannot strand it in between. Raises
-        RuntimeError when called from the producer thread (from inside the
-        source), where waiting would deadlock.
+        (``BackgroundGenerator._take``), so that an interrupt cannot strand it in between. The sleep
+        re-checks the buffer every ``RECHECK_S``, so a lost wake-up costs at
+        most two intervals. Raises RuntimeError when called from the producer
+        thread (from inside the source), where waiting would deadlock.
         """
         self.raise_if_drained()
         if self.spin_s and self._poll(self.spin_s):
             return
         waiter = ThreadWaiter()
         try:
-            if self.add_waiter(waiter):
-                waiter.woken.acquire()
-                waiter.abandoned = True  # should it be listed still, wake-ups skip it
-                if waiter.handoff:
-                    self._consumer_resumed.put(None)
-                slept = perf_counter() - waiter.since
-                self.consumer_wait_s += slept
-                self.spin_s = SPIN_S if slept < SPIN_AFTER_SLEEPS_UNDER_S else 0.0
+            self.register(waiter)
+            if not self.items and not self.ended:
+                # A receiver interrupted between clearing ``parked`` and
+                # waking the producer leaves it parked on a buffer with room.
+                self.wake_producer()
+                self._sleep(waiter)
         except BaseException:
-            self.withdraw(waiter)
+            # First, in one C call: once claimed, no waker counts on it.
+            if not waiter.claimed.acquire(False):
+                self.wake_consumers()  # hand on the wake-up it was sent
+            self.unlist(waiter)
             raise
+        if waiter.claimed.acquire(False):
+            self.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
+
+    def _sleep(self, waiter: ThreadWaiter) -> None:
+        self._sleep_on(
+            waiter.woken, lambda: waiter.claimed.locked() or bool(self.items) or self.ended
+        )
+        if waiter.handoff:
+            try:
+                self._consumer_resumed.release()
+            except RuntimeError:
+                pass  # a report the producer did not wait for is pending already
+        slept = perf_counter() - waiter.since
+        self.consumer_wait_s += slept
+        self.spin_s = SPIN_S if slept < SPIN_AFTER_SLEEPS_UNDER_S else 0.0
+
+    def register(self, waiter: Any) -> None:
+        """List ``waiter`` to be woken by the next item or the ending.
+
+        Raises RuntimeError in the producer thread (from inside the source),
+        where waiting would deadlock.
+        """
+        if get_ident() == self.producer_thread:
+            raise RuntimeError(
+                "a BackgroundGenerator was iterated from inside its own source: "
+                "it would wait for itself"
+            )
+        self.waiters.append(waiter)
+
+    def unlist(self, waiter: Any) -> None:
+        """Take a claimed waiter off the list, if it is still on it."""
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            pass  # taken off by its waker
 
     def _poll(self, timeout: float) -> bool:
         """Whether an item or the ending comes within ``timeout``, polling for it."""
@@ -383,6 +430,8 @@ class Channel:
         stream has ended and nothing is buffered."""
         # The producer appends its last item, then ends; close() ends at once.
         if self.ended and (self.closed or not self.items):
+            if self.closed_because is not None:
+                raise RuntimeError(self.closed_because)
             error = None
             try:
                 # Taken by a ``for`` loop and raised in its body, as items are
@@ -402,41 +451,6 @@ class Channel:
         except RuntimeError:
             pass  # a wake-up is pending already
 
-    def add_waiter(self, waiter: Any) -> bool:
-        """Register ``waiter`` to be woken by the next item or the ending.
-
-        Returns False, with the waiter not registered, when there is no need
-        to wait: an item is buffered or the stream has ended. Raises
-        RuntimeError in the producer thread (from inside the source), where
-        waiting would deadlock.
-        """
-        if get_ident() == self.producer_thread:
-            raise RuntimeError(
-                "a BackgroundGenerator was iterated from inside its own source: "
-                "it would wait for itself"
-            )
-        self.waiters.append(waiter)
-        if self.items or self.ended:
-            self.withdraw(waiter)
-            return False
-        # A receiver interrupted between clearing ``parked`` and waking the
-        # producer leaves it parked on a buffer with room: wake it, always.
-        self.wake_producer()
-        return True
-
-    def withdraw(self, waiter: Any) -> None:
-        """Take back a waiter that will not wait (interrupted, cancelled, satisfied).
-
-        If it was already woken, the wake-up is handed on, so that no other
-        waiter misses the item it announced. It is marked ``abandoned`` first,
-        so that if this call is itself interrupted, wake-ups still skip it.
-        """
-        waiter.abandoned = True
-        try:
-            self.waiters.remove(waiter)
-        except ValueError:
-            self._wake_consumer()
-
     # -- either side -----------------------------------------------------
 
     def request_stop(self) -> None:
@@ -453,11 +467,14 @@ class Channel:
         self.wake_producer()
         self.errors.clear()
 
-    def close(self) -> None:
+    def close(self, because: Optional[str] = None) -> None:
         """Stop now: discard buffered items, end the stream, wake everyone.
 
-        Not for finalisers (see ``request_stop``).
+        With ``because``, receivers get ``RuntimeError(because)`` instead of
+        ``StopIteration``, every time. Not for finalisers (see ``request_stop``).
         """
+        if because is not None:
+            self.closed_because = because
         self.request_stop()
         # One statement, so that no interrupt can leave receivers with
         # neither items nor the ending: from here on nothing is handed out
@@ -470,7 +487,7 @@ class Channel:
             # ``taker`` before, after a gap. Until then the producer empties
             # it itself, when ``send_all`` returns.
             self.drain(self.items)
-        self._wake_all_consumers()
+        self.wake_consumers(every=True)
 
     def drain(self, items: deque) -> None:
         """Empty ``items`` from the right, counting what it removes as discarded.
@@ -493,28 +510,12 @@ class Channel:
         except IndexError:
             pass  # empty now
 
-    def _wake_all_consumers(self) -> None:
-        # Each waiter is woken before it is taken off the list, so that an
-        # interrupt in between (close() runs in a consumer's thread) leaves it
-        # listed for the next call; a second wake-up of a waiter does nothing.
-        # (No copy of the list: without the GIL, copying a deque that another
-        # thread changes raises RuntimeError.)
-        while True:
-            try:
-                waiter = self.waiters[0]
-            except IndexError:
-                return
-            waiter.wake()
-            try:
-                self.waiters.remove(waiter)
-            except ValueError:
-                pass  # withdrawn, or taken by another waker, meanwhile
-
     def on_fork_in_child(self) -> None:
         """End a copy inherited by a forked child, where its producer does not exist."""
         self.appending = False
         self._park = Lock()
         self._park.acquire()
         self.waiters = deque()
-        self._consumer_resumed = SimpleQueue()
+        self._consumer_resumed = Lock()
+        self._consumer_resumed.acquire()
         self.close()

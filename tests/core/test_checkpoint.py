@@ -243,20 +243,20 @@ def test_state_reads_during_consumption_never_fail_nor_go_back():
     assert bg.state_dict() == {"next": items, "ended": True}
 
 
-class LateRecords(deque):
+class LateRecords(list):
     """Holds the record of item ``late`` back until the next item's is recorded."""
 
     def __init__(self, records, late):
-        super().__init__(records, maxlen=records.maxlen)
+        super().__init__(records)
         self.late = late
         self.late_received = threading.Event()
         self.next_recorded = threading.Event()
 
-    def append(self, record):
+    def __setitem__(self, slot, record):
         if record[0] == self.late:
             self.late_received.set()
             assert self.next_recorded.wait(BOUND_S)
-        super().append(record)
+        super().__setitem__(slot, record)
         if record[0] == self.late + 1:
             self.next_recorded.set()
 
@@ -265,10 +265,10 @@ def test_an_item_recorded_late_by_one_thread_does_not_move_the_state_back():
     # Thread A receives item 0 and is preempted before recording it; thread
     # B receives item 1 and records it first. Item 1 is the last delivered.
     bg = BackgroundGenerator(Counter(10), 4)
-    bg._delivered.recent = LateRecords(bg._delivered.recent, late=0)
+    bg._delivered.records = LateRecords(bg._delivered.records, late=0)
     first = threading.Thread(target=next, args=(bg,))
     first.start()
-    assert bg._delivered.recent.late_received.wait(BOUND_S)
+    assert bg._delivered.records.late_received.wait(BOUND_S)
     second = threading.Thread(target=next, args=(bg,))
     second.start()
     for thread in (first, second):

@@ -89,21 +89,27 @@ def instrumented_channel(schedule, capacity):
         return property(get, set_)
 
     class TrackedLock:
-        """A lock that starts locked (the park lock, a waiter's), whose calls are steps."""
+        """A lock (the park lock, a waiter's) whose calls are steps; locked at first
+        unless ``locked`` is False."""
 
-        def __init__(self):
+        def __init__(self, locked=True):
             self.lock = threading.Lock()
-            self.lock.acquire()
+            if locked:
+                self.lock.acquire()
 
-        def acquire(self):
+        def acquire(self, blocking=True, timeout=-1):
             schedule.step()
-            if self.lock.locked():
+            if blocking and self.lock.locked():
                 schedule.cannot_go_on()
-            return self.lock.acquire()
+            return self.lock.acquire(blocking, timeout)
 
         def release(self):
             schedule.step()
             self.lock.release()
+
+        def locked(self):
+            schedule.step()
+            return self.lock.locked()
 
     class TrackedChannel(Channel):
         parked = tracked_flag("parked")
@@ -129,6 +135,7 @@ def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
         def __init__(self):
             super().__init__()
             self.woken = lock_type()
+            self.claimed = lock_type(locked=False)
 
     monkeypatch.setattr(_channel, "ThreadWaiter", TrackedThreadWaiter)
     outcome = {}
@@ -151,6 +158,7 @@ def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
         thread.join(BOUND_S)
     where = f"{paused_role} paused before its step {pause_at}"
     assert not any(thread.is_alive() for thread in threads), f"hung: {where}"
+    assert channel.missed_wakeups == 0, f"a re-check found work no wake-up announced: {where}"
     return schedule.steps[paused_role], outcome, where
 
 
@@ -326,16 +334,16 @@ def test_an_item_taken_just_before_close_is_still_handed_out():
 
 def test_an_item_put_back_while_close_runs_is_discarded_with_the_buffer():
     class ClosedDuringPutBack(Channel):
-        def _stop_requested(self):
-            value = self.__dict__["stop_requested"]
-            if not value and sys._getframe(1).f_code.co_name == "put_back":
-                self.close()  # from another thread, right after put_back's check
-            return value
+        def _closed(self):
+            value = self.__dict__["closed"]
+            if not value and sys._getframe(1).f_code.co_name == "after_put_back":
+                self.close()  # from another thread, right after the item went back
+            return self.__dict__["closed"]
 
-        def _request(self, value):
-            self.__dict__["stop_requested"] = value
+        def _close(self, value):
+            self.__dict__["closed"] = value
 
-        stop_requested = property(_stop_requested, _request)
+        closed = property(_closed, _close)
 
     channel = ClosedDuringPutBack(4)
     put_back_the_first_of_three(channel)
@@ -354,5 +362,6 @@ def put_back_the_first_of_three(channel):
     assert channel.send_all(iter(range(3)))
     channel.finish()
     for item in channel.taker:
-        channel.put_back(item)
+        channel.items.appendleft(item)
+        channel.after_put_back()
         break

@@ -100,18 +100,18 @@ def test_an_interrupt_at_any_line_of_next_loses_nothing_and_leaves_no_waiter(sou
 def test_an_interrupt_after_taking_from_a_source_with_state_puts_back_item_and_state():
     bg = BackgroundGenerator(SlowSourceWithState(3), max_prefetch=2)
     assert next(bg) == 0
-    records = bg._delivered.recent
+    records = bg._delivered.records
 
-    class InterruptedAppend(type(records)):
-        def append(self, record):
-            super().append(record)
+    class InterruptedStore(list):
+        def __setitem__(self, slot, record):
+            super().__setitem__(slot, record)
             raise Interrupt  # after recording, before the item is handed out
 
-    bg._delivered.recent = InterruptedAppend(records, maxlen=records.maxlen)
+    bg._delivered.records = InterruptedStore(records)
     with pytest.raises(Interrupt):
         next(bg)
     assert bg.state_dict() == {"next": 1}  # item 1 was not delivered
-    bg._delivered.recent = records
+    bg._delivered.records = records
     assert list(bg) == [1, 2] and bg.state_dict() == {"next": 3}
     assert bg.stats().consumed == 3  # item 1, put back, is counted once, when delivered
 
@@ -120,14 +120,14 @@ def test_an_item_taken_when_close_comes_before_it_is_handed_out_counts_as_discar
     bg = BackgroundGenerator(SlowSourceWithState(3), max_prefetch=-1)
     bg._worker.thread.join(10)
     assert next(bg) == 0
-    records = bg._delivered.recent
+    records = bg._delivered.records
 
-    class ClosedThenInterrupted(type(records)):
-        def append(self, record):
+    class ClosedThenInterrupted(list):
+        def __setitem__(self, slot, record):
             bg.close(timeout=0)  # item 1 is taken and not yet handed out
             raise Interrupt
 
-    bg._delivered.recent = ClosedThenInterrupted(records, maxlen=records.maxlen)
+    bg._delivered.records = ClosedThenInterrupted(records)
     with pytest.raises(Interrupt):
         next(bg)
     stats = bg.stats()
@@ -254,7 +254,7 @@ def test_a_waiter_whose_event_loop_is_closed_hands_its_wake_up_on():
     bg = BackgroundGenerator(source())
     loop = asyncio.new_event_loop()
     # What an awaiting __anext__ leaves registered when its loop is abandoned.
-    assert bg._channel.add_waiter(_channel.LoopWaiter(loop))
+    bg._channel.register(_channel.LoopWaiter(loop))
     loop.close()
     got, consumer = next_in_a_thread_once_it_waits(bg, waiters=2)
     release.set()
@@ -272,7 +272,7 @@ def test_a_waiter_an_interrupt_left_registered_does_not_swallow_the_next_wake_up
 
     bg = BackgroundGenerator(on_request(), max_prefetch=8)
     abandoned = _channel.ThreadWaiter()
-    abandoned.abandoned = True  # what an interrupted withdraw() leaves behind
+    abandoned.claimed.acquire()  # what a waiter interrupted as it withdraws leaves behind
     bg._channel.waiters.append(abandoned)
     got, consumer = next_in_a_thread_once_it_waits(bg, waiters=2)
     requests.put("request")
@@ -450,7 +450,7 @@ def test_an_index_error_from_the_source_reaches_the_consumer_as_itself():
 
 def test_a_second_interrupt_while_a_wake_up_is_handed_on_strands_no_consumer(monkeypatch):
     # The main thread's waiter is woken and a first Ctrl-C lands as it wakes,
-    # so withdraw() hands its wake-up on to the other consumer's waiter; a
+    # so it hands its wake-up on to the other consumer's waiter; a
     # second Ctrl-C lands as that waiter is about to be woken.
     main = threading.current_thread()
     armed = {"as it wakes": True, "as it hands on": False}
@@ -460,11 +460,12 @@ def test_a_second_interrupt_while_a_wake_up_is_handed_on_strands_no_consumer(mon
             self.lock = threading.Lock()
             self.lock.acquire()
 
-        def acquire(self):
-            self.lock.acquire()
-            if threading.current_thread() is main and armed["as it wakes"]:
+        def acquire(self, blocking=True, timeout=-1):
+            acquired = self.lock.acquire(blocking, timeout)
+            if acquired and threading.current_thread() is main and armed["as it wakes"]:
                 armed["as it wakes"], armed["as it hands on"] = False, True
                 raise Interrupt
+            return acquired
 
         def release(self):
             self.lock.release()
