@@ -17,25 +17,36 @@ exception it raised, or a stop. It promises:
 
 How: there is no lock around the state. Every shared change is one C-level
 call that is atomic with or without the GIL (``deque.append``/``popleft``/
-``remove``, ``SimpleQueue.put``/``get``, ``Lock.acquire``/``release``) or one
-attribute store. A side that goes to sleep first publishes that it is sleeping (the
-producer sets ``parked`` and then blocks on its park lock; a consumer appends
-a waiter to ``waiters``), then checks its condition again, then sleeps. A side that
+``remove``, ``Lock.acquire``/``release``) or one attribute store. A side that
+goes to sleep first publishes that it is sleeping (the producer sets
+``parked`` and then blocks on its park lock; a consumer lists a waiter in
+``waiters``), then checks its condition again, then sleeps. A side that
 changes the condition does so first, then looks for sleepers. Whatever the
 interleaving, one of the two sees the other. Wake-ups may be spurious: every
-sleeper checks again.
+sleeper checks again. A waiter belongs to whoever acquires its ``claimed``
+lock first, without blocking: one waker, which wakes it, or the waiter itself,
+which then waits no more; a claimed waiter still listed is skipped.
 
-Interrupts: a signal handler (Ctrl-C) may raise between any two bytecodes of
-a receiver. A receiver that clears ``parked`` releases the park lock next; if
-it is interrupted in between, the producer sleeps only until some receiver
-is about to sleep itself, which always releases the park lock first. An
-interrupted waiter takes itself back and hands on a wake-up it was sent. An
-item taken from the buffer goes back to the front if the interrupt lands
-before it is returned (and it is taken by a ``for`` loop, so from Python
-3.10 on it cannot land between the taking and the store; see ``_taker``).
-And a producer about to park on a full buffer wakes every registered
-waiter, so even a waiter that an interrupt left registered cannot hold the
-stream.
+Bounded sleeps: no sleep depends on a wake-up alone. Every sleeper re-checks
+its condition each ``RECHECK_S``; one that finds work twice running goes on
+without its wake-up and counts it in ``missed_wakeups``. A wake-up lost for
+any reason (an interrupt in recovery code, a memory-ordering gap without the
+GIL, a bug nobody has found) so costs at most ``2 * RECHECK_S``, never a
+hang; without interrupts the count stays 0, and the tests assert it. An idle
+sleeper wakes ten times a second, about 15 us of CPU each: 0.01 CPU seconds
+per idle minute (``benchmarks/idle_cost.py``).
+
+Interrupts: a signal handler (Ctrl-C, a signal-based time limit) may raise
+at any point where CPython handles signals: from 3.11 on, a Python function's
+entry, a backward jump and the end of a call; before 3.11, nearly any
+bytecode. So every recovery restores its invariant with its first C-level
+call, before any Python-level one: a receiver puts an item it took back at
+the front with ``items.appendleft``; an interrupted waiter claims itself
+(and, if a waker had claimed it first, hands the wake-up on). An item is
+taken by a ``for`` loop, so from 3.10 on no interrupt lands between the
+taking and the store (see ``_taker``). What a second interrupt can still cut
+short is a wake-up (a receiver clearing ``parked`` before it releases the
+park lock, a waiter handing a wake-up on): the re-check bounds that.
 
 Counting, for ``stats()``: the producer counts its appends with a tally it
 advances in the same C call as each append, and items discarded are counted
