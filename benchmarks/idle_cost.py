@@ -19,7 +19,6 @@ import threading
 import time
 
 from peers import python_version
-
 from prefetch_generator import BackgroundGenerator
 
 
