@@ -199,14 +199,14 @@ class BackgroundGenerator(Generic[T]):
                 if not channel.items and not channel.ended:
                     channel.wake_producer()
                     await self._sleep(waiter)
+                if waiter.claimed.acquire(False):
+                    channel.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
             except BaseException:
-                # First, in one C call: once claimed, no waker counts on it.
+                # As in Channel.wait.
                 if not waiter.claimed.acquire(False):
-                    channel.wake_consumers()  # hand on the wake-up it was sent
+                    channel.wake_consumers()
                 channel.unlist(waiter)
                 raise
-            if waiter.claimed.acquire(False):
-                channel.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
 
     async def _sleep(self, waiter: LoopWaiter) -> None:
         # Channel._sleep_on, on the event loop. asyncio.wait's timeout leaves

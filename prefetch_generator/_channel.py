@@ -119,10 +119,8 @@ class ThreadWaiter:
         self.handoff = False
 
     def wake(self, handoff: bool = False) -> bool:
-        """Claim and wake the thread; with ``handoff``, ask it to report when it
-        runs if it slept long. False if it was claimed before: wake another."""
-        if not self.claimed.acquire(False):
-            return False
+        """Wake the thread, claimed by the caller; with ``handoff``, ask it to report
+        when it runs if it slept long. Always True: it was there to wake."""
         self.handoff = handoff and perf_counter() - self.since > HANDOFF_AFTER_S
         self.woken.release()
         return True
@@ -144,10 +142,8 @@ class LoopWaiter:
         self.since = perf_counter()
 
     def wake(self, handoff: bool = False) -> bool:
-        """Claim the waiter and resolve its future from any thread; False if it was
-        claimed before or its loop is closed (nobody to wake)."""
-        if not self.claimed.acquire(False):
-            return False
+        """Resolve the future of the waiter, claimed by the caller, from any thread;
+        False if its loop is closed (nobody to wake)."""
         try:
             self.loop.call_soon_threadsafe(_resolve, self.future)
         except RuntimeError:
@@ -327,10 +323,13 @@ class Channel:
     def wake_consumers(self, handoff: bool = False, every: bool = False) -> None:
         """Wake the first waiter not yet claimed (``every``: all of them).
 
-        A waiter is claimed and woken before it is taken off the list, so an
-        interrupt in between leaves it listed, claimed, and skipped by the
-        next waker, which takes it off. (No copy of the list: without the
-        GIL, copying a deque that another thread changes raises RuntimeError.)
+        A waiter is claimed before it is taken off the list, so an interrupt
+        in between leaves it listed, claimed, and skipped by the next waker,
+        which takes it off; and taken off before it is woken, so a consumer
+        that runs again is off the list. An interrupt before the wake-up
+        itself leaves the waiter to its re-check. (No copy of the list:
+        without the GIL, copying a deque that another thread changes raises
+        RuntimeError.)
         """
         waiters = self.waiters
         while True:
@@ -338,12 +337,12 @@ class Channel:
                 waiter = waiters[0]
             except IndexError:
                 return  # nobody waits
-            woke = waiter.wake(handoff)
+            claimed = waiter.claimed.acquire(False)
             try:
                 waiters.remove(waiter)
             except ValueError:
-                pass  # withdrawn, or taken off by another waker, meanwhile
-            if woke and not every:
+                pass  # taken off by itself or by another waker, meanwhile
+            if claimed and waiter.wake(handoff) and not every:
                 break
         if waiter.handoff:
             # Give the GIL to the consumer now rather than at the next forced
@@ -384,14 +383,16 @@ class Channel:
                 # waking the producer leaves it parked on a buffer with room.
                 self.wake_producer()
                 self._sleep(waiter)
+            if waiter.claimed.acquire(False):
+                self.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
         except BaseException:
-            # First, in one C call: once claimed, no waker counts on it.
+            # First, in one C call: once claimed, no waker counts on it. If it
+            # was claimed already, a wake-up may have been sent to it: hand it
+            # on (at worst a spurious one).
             if not waiter.claimed.acquire(False):
-                self.wake_consumers()  # hand on the wake-up it was sent
+                self.wake_consumers()
             self.unlist(waiter)
             raise
-        if waiter.claimed.acquire(False):
-            self.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
 
     def _sleep(self, waiter: ThreadWaiter) -> None:
         self._sleep_on(
