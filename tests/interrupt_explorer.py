@@ -259,10 +259,14 @@ def installed(injector: Injector) -> Callable[[], None]:
 
 
 class Watchdog:
-    """Interrupts the main thread with ``Stalled`` when ``progress()`` stops changing."""
+    """Interrupts the main thread when ``progress()`` stops changing: sets ``injector.stall``
+    and sends ``signum``, whose handler then raises (``Injector.on_sigint`` raises ``Stalled``)."""
 
-    def __init__(self, injector: Injector, progress: Callable[[], int]) -> None:
+    def __init__(
+        self, injector: Injector, progress: Callable[[], int], signum: int = signal.SIGINT
+    ) -> None:
         self.injector = injector
+        self.signum = signum
         self.progress = progress
         self.done = threading.Event()
         self.main = threading.main_thread().ident
@@ -280,7 +284,7 @@ class Watchdog:
             # Repeated: free-threaded 3.13 can miss a signal sent while the
             # main thread waits.
             while not self.done.wait(STALL_S / 10):
-                signal.pthread_kill(self.main, signal.SIGINT)
+                signal.pthread_kill(self.main, self.signum)
             return
 
     def stop(self) -> None:
@@ -330,6 +334,43 @@ async def consume_async(
 
 
 CONSUMER_CODES = frozenset({consume.__code__, consume_async.__code__})
+
+
+# -- checks -----------------------------------------------------------------
+
+
+def no_waiter_left(bg, problems):
+    """What a lone consumer checks each time it catches an interrupt: it waits no more, so
+    no waiter of its own may stay registered and not abandoned (a producer would wake it
+    instead of a live consumer). Once the stream ended, the producer wakes each waiter
+    before it takes it off the list: those are not counted."""
+
+    def check():
+        channel = bg._channel
+        zombies = [w for w in channel.waiters if not getattr(w, "abandoned", False)]
+        if zombies and not channel.ended:
+            problems.append(f"{len(zombies)} waiter(s) registered after next() raised")
+
+    return check
+
+
+class Counting:
+    """A source whose ``state_dict()`` is how many items it has yielded (a new dict each call)."""
+
+    def __init__(self, items):
+        self.items, self.yielded = items, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.yielded == self.items:
+            raise StopIteration
+        self.yielded += 1
+        return self.yielded - 1
+
+    def state_dict(self):
+        return {"yielded": self.yielded}
 
 
 # -- runs ------------------------------------------------------------------

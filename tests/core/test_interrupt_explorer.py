@@ -22,33 +22,20 @@ import time
 import pytest
 from interrupt_explorer import (
     STALL_S,
+    Counting,
     Injected,
     check_in_order,
     check_the_end,
     consume,
     consume_async,
     explore,
+    no_waiter_left,
     run_in_main,
 )
 
 from prefetch_generator import BackgroundGenerator
 
 ITEMS = 4
-
-
-def no_waiter_left(bg, problems):
-    """What a lone consumer checks each time it catches an interrupt: it waits no more, so
-    no waiter of its own may stay registered and not abandoned (a producer would wake it
-    instead of a live consumer). Once the stream ended, the producer wakes each waiter
-    before it takes it off the list: those are not counted."""
-
-    def check():
-        channel = bg._channel
-        zombies = [w for w in channel.waiters if not getattr(w, "abandoned", False)]
-        if zombies and not channel.ended:
-            problems.append(f"{len(zombies)} waiter(s) registered after next() raised")
-
-    return check
 
 
 def one_consumer(injector):
@@ -155,25 +142,6 @@ def close_while_consuming(injector):
         + check_in_order(received, list(range(len(received))))
         + check_the_end(bg, injector)
     )
-
-
-class Counting:
-    """A source whose ``state_dict()`` is how many items it has yielded (a new dict each call)."""
-
-    def __init__(self, items):
-        self.items, self.yielded = items, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self.yielded == self.items:
-            raise StopIteration
-        self.yielded += 1
-        return self.yielded - 1
-
-    def state_dict(self):
-        return {"yielded": self.yielded}
 
 
 def with_state(injector):
