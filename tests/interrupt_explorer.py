@@ -425,8 +425,17 @@ def check_the_end(bg: Any, injector: Injector) -> List[str]:
     return problems
 
 
+# Python 3.8 and 3.9 can handle a signal between a ``for`` loop's next item
+# and its store to the loop variable, in the package's loops as in anyone's:
+# there an interrupt can lose the item being taken (the README says so). The
+# rest holds: nothing twice, nothing out of order.
+ITEMS_MAY_BE_LOST = sys.version_info < (3, 10)
+
+
 def check_in_order(received: List[Any], expected: List[Any]) -> List[str]:
     if received == expected:
+        return []
+    if ITEMS_MAY_BE_LOST and set(received) <= set(expected) and received == sorted(set(received)):
         return []
     return [f"received {received}, expected {expected}"]
 

@@ -82,9 +82,8 @@ def several_consumers(injector):
         thread.join(STALL_S)
     if any(thread.is_alive() for thread in others):
         problems.append("a consumer thread was left waiting")
-    if sorted(itertools.chain(*received)) != list(range(items)) or any(
-        mine != sorted(mine) for mine in received
-    ):
+    merged = sorted(itertools.chain(*received))
+    if check_in_order(merged, list(range(items))) or any(mine != sorted(mine) for mine in received):
         problems.append(f"received {received} (main thread first)")
     return problems + check_the_end(bg, injector)
 
