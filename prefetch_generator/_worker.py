@@ -173,7 +173,8 @@ def report_unraisable(error: BaseException, where: str) -> None:
 class _Unraisable:
     """The argument ``sys.unraisablehook`` expects, for an error with no caller."""
 
-    exc_value: BaseException
+    exc_value: Optional[BaseException]
+    err_msg: Optional[str]
     object: object = None
 
     def __init__(self, error: BaseException, err_msg: str) -> None:
