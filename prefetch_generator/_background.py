@@ -199,13 +199,13 @@ class BackgroundGenerator(Generic[T]):
                 if not channel.items and not channel.ended:
                     channel.wake_producer()
                     await self._sleep(waiter)
-                if waiter.claimed.acquire(False):
-                    channel.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
+                channel.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
             except BaseException:
                 # As in Channel.wait.
-                if not waiter.claimed.acquire(False):
+                try:
+                    channel.waiters.remove(waiter)
+                except ValueError:
                     channel.wake_consumers()
-                channel.unlist(waiter)
                 raise
 
     async def _sleep(self, waiter: LoopWaiter) -> None:
@@ -217,7 +217,7 @@ class BackgroundGenerator(Generic[T]):
             await asyncio.wait((future,), timeout=RECHECK_S)
             if future.done():
                 break
-            if waiter.claimed.locked() or channel.items or channel.ended:
+            if waiter not in channel.waiters or channel.items or channel.ended:
                 await asyncio.wait((future,), timeout=RECHECK_S)
                 if not future.done():
                     channel.missed_wakeups += 1

@@ -23,9 +23,9 @@ goes to sleep first publishes that it is sleeping (the producer sets
 ``waiters``), then checks its condition again, then sleeps. A side that
 changes the condition does so first, then looks for sleepers. Whatever the
 interleaving, one of the two sees the other. Wake-ups may be spurious: every
-sleeper checks again. A waiter belongs to whoever acquires its ``claimed``
-lock first, without blocking: one waker, which wakes it, or the waiter itself,
-which then waits no more; a claimed waiter still listed is skipped.
+sleeper checks again. A waiter belongs to whoever takes it off ``waiters``
+first (``deque.remove`` succeeds for one caller only): one waker, which then
+wakes it, or the waiter itself, which then waits no more.
 
 Bounded sleeps: no sleep depends on a wake-up alone. Every sleeper re-checks
 its condition each ``RECHECK_S``; one that finds work twice running goes on
@@ -41,8 +41,9 @@ at any point where CPython handles signals: from 3.11 on, a Python function's
 entry, a backward jump and the end of a call; before 3.11, nearly any
 bytecode. So every recovery restores its invariant with its first C-level
 call, before any Python-level one: a receiver puts an item it took back at
-the front with ``items.appendleft``; an interrupted waiter claims itself
-(and, if a waker had claimed it first, hands the wake-up on). An item is
+the front with ``items.appendleft``; an interrupted waiter takes itself off
+the list with ``waiters.remove`` (and, if a waker took it first, hands the
+wake-up on). An item is
 taken by a ``for`` loop, so from 3.10 on no interrupt lands between the
 taking and the store (see ``_taker``). What a second interrupt can still cut
 short is a wake-up (a receiver clearing ``parked`` before it releases the
@@ -97,11 +98,6 @@ NOTHING = object()
 class ThreadWaiter:
     """A consumer thread asleep in ``wait``; ``wake`` may be called from any thread.
 
-    Whoever acquires ``claimed`` first owns the waiter: a waker (which then
-    wakes it) or the waiter itself (which then waits no more). A
-    non-blocking ``acquire`` is one C call that returns whether it won, with
-    or without the GIL, so no interrupt can leave the question half settled.
-
     It sleeps on a ``Lock`` of its own: on free-threaded builds acquiring one
     spins briefly before it sleeps, which catches a prompt wake-up without a
     sleep (a round trip 25 us against a ``SimpleQueue``'s 53-59 us, measured by
@@ -109,41 +105,36 @@ class ThreadWaiter:
     the same in the hand-off.
     """
 
-    __slots__ = ("claimed", "woken", "since", "handoff")
+    __slots__ = ("woken", "since", "handoff")
 
     def __init__(self) -> None:
-        self.claimed = Lock()
-        self.woken = Lock()  # released once, by the waker that claimed it
+        self.woken = Lock()  # released once, by the waker that took it off the list
         self.woken.acquire()
         self.since = perf_counter()
         self.handoff = False
 
     def wake(self, handoff: bool = False) -> bool:
-        """Wake the thread, claimed by the caller; with ``handoff``, ask it to report
-        when it runs if it slept long. Always True: it was there to wake."""
+        """Wake the thread; with ``handoff``, ask it to report when it runs if it
+        slept long. Always True: it was there to wake."""
         self.handoff = handoff and perf_counter() - self.since > HANDOFF_AFTER_S
         self.woken.release()
         return True
 
 
 class LoopWaiter:
-    """A coroutine awaiting an item; ``wake`` resolves its future on its event loop.
+    """A coroutine awaiting an item; ``wake`` resolves its future on its event loop."""
 
-    Claimed as a ``ThreadWaiter`` is.
-    """
-
-    __slots__ = ("claimed", "loop", "future", "since")
+    __slots__ = ("loop", "future", "since")
     handoff = False
 
     def __init__(self, loop: Any) -> None:
-        self.claimed = Lock()
         self.loop = loop
         self.future = loop.create_future()
         self.since = perf_counter()
 
     def wake(self, handoff: bool = False) -> bool:
-        """Resolve the future of the waiter, claimed by the caller, from any thread;
-        False if its loop is closed (nobody to wake)."""
+        """Resolve the future from any thread; False if its loop is closed (nobody
+        to wake)."""
         try:
             self.loop.call_soon_threadsafe(_resolve, self.future)
         except RuntimeError:
@@ -321,28 +312,23 @@ class Channel:
                 return
 
     def wake_consumers(self, handoff: bool = False, every: bool = False) -> None:
-        """Wake the first waiter not yet claimed (``every``: all of them).
+        """Wake the first waiter (``every``: all of them).
 
-        A waiter is claimed before it is taken off the list, so an interrupt
-        in between leaves it listed, claimed, and skipped by the next waker,
-        which takes it off; and taken off before it is woken, so a consumer
-        that runs again is off the list. An interrupt before the wake-up
-        itself leaves the waiter to its re-check. (No copy of the list:
-        without the GIL, copying a deque that another thread changes raises
-        RuntimeError.)
+        A waiter is taken off the list before it is woken, so a consumer that
+        runs again is off the list; an interrupt in between leaves it to its
+        re-check. (No copy of the list: without the GIL, copying a deque that
+        another thread changes raises RuntimeError.)
         """
         waiters = self.waiters
         while True:
             try:
                 waiter = waiters[0]
+                waiters.remove(waiter)
             except IndexError:
                 return  # nobody waits
-            claimed = waiter.claimed.acquire(False)
-            try:
-                waiters.remove(waiter)
             except ValueError:
-                pass  # taken off by itself or by another waker, meanwhile
-            if claimed and waiter.wake(handoff) and not every:
+                continue  # it took itself off, or another waker took it, meanwhile
+            if waiter.wake(handoff) and not every:
                 break
         if waiter.handoff:
             # Give the GIL to the consumer now rather than at the next forced
@@ -383,20 +369,20 @@ class Channel:
                 # waking the producer leaves it parked on a buffer with room.
                 self.wake_producer()
                 self._sleep(waiter)
-            if waiter.claimed.acquire(False):
-                self.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
+            self.unlist(waiter)  # it did not sleep, or a re-check ended its sleep
         except BaseException:
-            # First, in one C call: once claimed, no waker counts on it. If it
-            # was claimed already, a wake-up may have been sent to it: hand it
-            # on (at worst a spurious one).
-            if not waiter.claimed.acquire(False):
+            # First, in one C call: off the list, no waker counts on it. If a
+            # waker took it off first, a wake-up may have been sent to it:
+            # hand it on (at worst a spurious one).
+            try:
+                self.waiters.remove(waiter)
+            except ValueError:
                 self.wake_consumers()
-            self.unlist(waiter)
             raise
 
     def _sleep(self, waiter: ThreadWaiter) -> None:
         self._sleep_on(
-            waiter.woken, lambda: waiter.claimed.locked() or bool(self.items) or self.ended
+            waiter.woken, lambda: waiter not in self.waiters or bool(self.items) or self.ended
         )
         if waiter.handoff:
             try:
@@ -421,7 +407,7 @@ class Channel:
         self.waiters.append(waiter)
 
     def unlist(self, waiter: Any) -> None:
-        """Take a claimed waiter off the list, if it is still on it."""
+        """Take ``waiter`` off the list, if no waker took it off first."""
         try:
             self.waiters.remove(waiter)
         except ValueError:

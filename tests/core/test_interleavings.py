@@ -89,13 +89,11 @@ def instrumented_channel(schedule, capacity):
         return property(get, set_)
 
     class TrackedLock:
-        """A lock (the park lock, a waiter's) whose calls are steps; locked at first
-        unless ``locked`` is False."""
+        """A lock that starts locked (the park lock, a waiter's), whose calls are steps."""
 
-        def __init__(self, locked=True):
+        def __init__(self):
             self.lock = threading.Lock()
-            if locked:
-                self.lock.acquire()
+            self.lock.acquire()
 
         def acquire(self, blocking=True, timeout=-1):
             schedule.step()
@@ -106,10 +104,6 @@ def instrumented_channel(schedule, capacity):
         def release(self):
             schedule.step()
             self.lock.release()
-
-        def locked(self):
-            schedule.step()
-            return self.lock.locked()
 
     class TrackedChannel(Channel):
         parked = tracked_flag("parked")
@@ -135,7 +129,6 @@ def run_schedule(monkeypatch, paused_role, pause_at, capacity, scenario):
         def __init__(self):
             super().__init__()
             self.woken = lock_type()
-            self.claimed = lock_type(locked=False)
 
     monkeypatch.setattr(_channel, "ThreadWaiter", TrackedThreadWaiter)
     outcome = {}
