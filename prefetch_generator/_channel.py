@@ -509,11 +509,18 @@ class Channel:
             pass  # empty now
 
     def on_fork_in_child(self) -> None:
-        """End a copy inherited by a forked child, where its producer does not exist."""
+        """End a copy inherited by a forked child, where its producer does not exist.
+
+        Its receivers get an error, not the end: the stream did not end.
+        """
         self.appending = False
         self._park = Lock()
         self._park.acquire()
         self.waiters = deque()
         self._consumer_resumed = Lock()
         self._consumer_resumed.acquire()
-        self.close()
+        self.close(
+            because="this BackgroundGenerator was created in the parent process before "
+            "os.fork(), and its worker thread does not exist in this child: create it "
+            "in the process that iterates it"
+        )
