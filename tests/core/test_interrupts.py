@@ -268,13 +268,13 @@ class Endless:
         return {"yielded": self.yielded}
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(30)
 def test_state_dict_returns_while_another_thread_consumes_a_fast_source():
     # Documented never to block. The consumer goes on until the checkpoints
     # are all taken, so a state_dict() that waits for the consumer to pause
     # never returns (the test's timeout then fails it).
     bg = BackgroundGenerator(Endless(), max_prefetch=4)
-    checkpoints = 200
+    checkpoints = 2000
     taken = []
     consumed = [0]
 
