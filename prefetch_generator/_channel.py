@@ -79,6 +79,8 @@ from threading import Lock, get_ident
 from time import perf_counter
 from typing import Any, Callable, Iterator, Optional
 
+from ._stats import Stats
+
 RECHECK_S = 0.1
 HANDOFF_AFTER_S = 200e-6
 HANDOFF_TIMEOUT_S = 5e-3
@@ -227,6 +229,24 @@ class Channel:
     def discarded(self) -> int:
         """Items appended but never handed out, because the channel was closed first."""
         return sum(map(_count, self._discards))
+
+    def statistics(self) -> Stats:
+        """A snapshot of the counters; thread-safe, never blocks.
+
+        Exact once items stop moving. Read in the order items move (appended,
+        buffered, discarded), so that an item moving meanwhile is counted
+        twice rather than not at all: ``consumed`` can only be understated.
+        """
+        produced = self.produced
+        buffered = len(self.items)
+        return Stats(
+            produced=produced,
+            consumed=max(0, produced - self.discarded - buffered),
+            buffered=buffered,
+            consumer_wait_s=self.consumer_wait_s,
+            producer_wait_s=self.producer_wait_s,
+            elapsed_s=perf_counter() - self.started_at,
+        )
 
     # -- producer side ---------------------------------------------------
 

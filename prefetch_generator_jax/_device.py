@@ -48,7 +48,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
-from prefetch_generator._background import find_state_methods
+from prefetch_generator._extension_api import find_state_methods
 
 DEVICE_CONTRACT = (
     "None, a jax.Device, a jax.sharding.Sharding, or a pytree of Devices and Shardings"

@@ -34,8 +34,7 @@ from typing import Any, Callable, Deque, Dict, Generator, Iterable, Iterator, Op
 import jax
 import numpy as np
 
-from prefetch_generator._background import find_state_methods
-from prefetch_generator._worker import close_at_exit
+from prefetch_generator._extension_api import close_at_exit, find_state_methods
 
 from ._device import DeviceStage
 from ._prefetchers import no_state_error

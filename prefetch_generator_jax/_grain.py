@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import grain
 
-from prefetch_generator._worker import close_at_exit
+from prefetch_generator._extension_api import close_at_exit
 
 
 class IteratorDataset(grain.IterDataset):

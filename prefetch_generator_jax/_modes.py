@@ -6,8 +6,7 @@ from typing import Any, Generator, Iterable, Iterator, Optional
 
 import jax
 
-from prefetch_generator._background import find_state_methods
-from prefetch_generator._checks import check_iterable, iterate
+from prefetch_generator._extension_api import check_iterable, find_state_methods, iterate
 
 from ._device import DeviceStage, default_device, resolve_device
 from ._flax import FlaxStream

@@ -25,7 +25,7 @@ import operator
 from typing import Any, Iterable, Optional
 
 from prefetch_generator import BackgroundGenerator
-from prefetch_generator._checks import iterate
+from prefetch_generator._extension_api import iterate
 
 from ._device import DeviceStage, Mapped, private_copy, resolve_device
 
