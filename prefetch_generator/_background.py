@@ -205,7 +205,7 @@ class BackgroundGenerator(StateRelay, Generic[T]):
             if waiter not in channel.waiters or channel.items or channel.ended:
                 await asyncio.wait((future,), timeout=RECHECK_S)
                 if not future.done():
-                    channel.missed_wakeups += 1
+                    channel.count_missed_wakeup()
                 break
         channel.consumer_wait_s += perf_counter() - waiter.since
 

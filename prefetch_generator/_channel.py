@@ -328,8 +328,12 @@ class Channel:
                 # The wake-up may still be on its way (its sender preempted
                 # between changing the state and waking): one interval more.
                 if not lock.acquire(timeout=RECHECK_S):
-                    self.missed_wakeups += 1
+                    self.count_missed_wakeup()
                 return
+
+    def count_missed_wakeup(self) -> None:
+        """Count a sleep that its re-check ended: work was there, no wake-up came."""
+        self.missed_wakeups += 1
 
     def wake_consumers(self, handoff: bool = False, every: bool = False) -> None:
         """Wake the first waiter (``every``: all of them).

@@ -175,6 +175,7 @@ SCENARIOS = {
 }
 
 
+@pytest.mark.cuts_wake_ups
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_no_pair_of_interrupts_loses_an_item_a_wake_up_or_a_state(name):

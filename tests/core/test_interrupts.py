@@ -54,6 +54,7 @@ def explored(name, scenario):
 # -- 1. a wake-up handed on by an interrupted consumer ---------------------
 
 
+@pytest.mark.cuts_wake_ups
 def test_a_wake_up_an_interrupted_consumer_hands_on_reaches_the_other_consumer():
     # The main thread waits first and the other consumer second, then the
     # item comes: the producer wakes the main thread, which is interrupted

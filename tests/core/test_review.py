@@ -263,6 +263,7 @@ def test_a_waiter_whose_event_loop_is_closed_hands_its_wake_up_on():
     bg.close()
 
 
+@pytest.mark.cuts_wake_ups
 def test_a_waiter_an_interrupt_left_registered_does_not_swallow_the_next_wake_up():
     requests = queue.SimpleQueue()
 
@@ -453,6 +454,7 @@ def test_an_index_error_from_the_source_reaches_the_consumer_as_itself():
         next(bg)
 
 
+@pytest.mark.cuts_wake_ups
 def test_a_second_interrupt_while_a_wake_up_is_handed_on_strands_no_consumer(monkeypatch):
     # The main thread's waiter is woken and a first Ctrl-C lands as it wakes,
     # so it hands its wake-up on to the other consumer's waiter; a

@@ -168,6 +168,7 @@ def consume_then_set(bg, ended):
     ended.set()
 
 
+@pytest.mark.cuts_wake_ups
 def test_an_interrupt_anywhere_in_close_still_wakes_a_waiting_consumer():
     gate = threading.Event()
     for event in itertools.count():
