@@ -2,6 +2,7 @@
 
 import asyncio
 import warnings
+import weakref
 from time import perf_counter
 from types import TracebackType
 from typing import (
@@ -98,6 +99,7 @@ class BackgroundGenerator(StateRelay, Generic[T]):
             source = map(preprocess_func, source)
         capacity = max_prefetch + 1 if max_prefetch > 0 else float("inf")
         self._channel = Channel(capacity)
+        self._channel.owner = weakref.ref(self)
         self._delivered: Optional[Delivered] = None
         if methods:
             # Taken here, in the caller's thread, before the worker touches the source.

@@ -32,7 +32,10 @@ its condition each ``RECHECK_S``; one that finds work twice running goes on
 without its wake-up and counts it in ``missed_wakeups``. A wake-up lost for
 any reason (an interrupt in recovery code, a memory-ordering gap without the
 GIL, a bug nobody has found) so costs at most ``2 * RECHECK_S``, never a
-hang; without interrupts the count stays 0, and the tests assert it. An idle
+hang; without interrupts the count stays 0, and the tests assert it. A
+producer parked on a full buffer also stops at a re-check that finds its
+``owner`` (the object consumers hold, by weak reference) dropped, should the
+finaliser's stop request have been lost to a signal handler raising in it. An idle
 sleeper wakes ten times a second, about 15 us of CPU each: 0.01 CPU seconds
 per idle minute (``benchmarks/idle_cost.py``).
 
@@ -170,6 +173,11 @@ def _count(tally: Iterator[None]) -> int:
     return TALLY_LIMIT - tally.__length_hint__()  # type: ignore[attr-defined]
 
 
+def _always_held() -> object:
+    """The ``owner`` of a channel used on its own: never dropped."""
+    return True
+
+
 def _resolve(future: Any) -> None:
     if not future.done():
         future.set_result(None)
@@ -218,6 +226,8 @@ class Channel:
         self.producer_wait_s = 0.0
         self.consumer_wait_s = 0.0
         self.spin_s = SPIN_S  # how long the next consumer to run dry polls first
+        # A weak reference to the object consumers hold (see ``_wait_for_space``).
+        self.owner: Callable[[], object] = _always_held
 
     @property
     def produced(self) -> int:
@@ -309,27 +319,37 @@ class Channel:
                 if len(items) < self.capacity:
                     return True
                 started = perf_counter()
-                self._sleep_on(
-                    self._park, lambda: self.stop_requested or len(items) < self.capacity
+                woken = self._sleep_on(
+                    self._park,
+                    lambda: (
+                        self.stop_requested or len(items) < self.capacity or self.owner() is None
+                    ),
                 )
                 self.producer_wait_s += perf_counter() - started
+                if not woken and self.owner() is None:
+                    # Dropped, and the finaliser's stop request was lost (a
+                    # signal handler raised inside it): stop all the same.
+                    self.request_stop()
         finally:
             self.parked = False
 
-    def _sleep_on(self, lock: Any, has_work: Callable[[], bool]) -> None:
+    def _sleep_on(self, lock: Any, has_work: Callable[[], bool]) -> bool:
         """Acquire ``lock``, the wake-up, checking ``has_work()`` every ``RECHECK_S``.
 
-        Returns once the wake-up comes, or once ``has_work()`` has held for two
-        intervals without it (a lost wake-up, counted in ``missed_wakeups``):
-        the caller then checks its condition as after any wake-up.
+        Returns True once the wake-up comes, or False once ``has_work()`` has
+        held for two intervals without it (a lost wake-up, counted in
+        ``missed_wakeups``): the caller then checks its condition as after
+        any wake-up.
         """
         while not lock.acquire(timeout=RECHECK_S):
             if has_work():
                 # The wake-up may still be on its way (its sender preempted
                 # between changing the state and waking): one interval more.
-                if not lock.acquire(timeout=RECHECK_S):
-                    self.count_missed_wakeup()
-                return
+                if lock.acquire(timeout=RECHECK_S):
+                    return True
+                self.count_missed_wakeup()
+                return False
+        return True
 
     def count_missed_wakeup(self) -> None:
         """Count a sleep that its re-check ended: work was there, no wake-up came."""

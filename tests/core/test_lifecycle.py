@@ -268,3 +268,27 @@ def test_an_error_raised_while_closing_the_source_goes_to_unraisablehook(monkeyp
     assert len(reported) == 1
     assert isinstance(reported[0].exc_value, RuntimeError)
     assert "closing the source" in reported[0].err_msg
+
+
+@pytest.mark.cuts_wake_ups
+def test_a_dropped_generator_whose_finaliser_was_interrupted_still_stops_its_worker():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield 1
+        finally:
+            closed.set()
+
+    class InterruptedFinaliser(BackgroundGenerator):
+        def __del__(self):
+            pass  # what a signal handler raising at the finaliser's first call leaves
+
+    bg = InterruptedFinaliser(endless(), max_prefetch=2)
+    worker = bg._worker.thread
+    next(bg)
+    del bg  # the worker parks on a full buffer with no stop requested
+    assert closed.wait(10), "the source's finally never ran"
+    worker.join(10)
+    assert not worker.is_alive()
