@@ -97,7 +97,7 @@ SPIN_AFTER_SLEEPS_UNDER_S = 100e-6
 TALLY_LIMIT = sys.maxsize
 
 NOTHING = object()
-"""What ``take`` returns when no item is buffered."""
+"""What ``BackgroundGenerator._take`` returns when no item is buffered."""
 
 
 class ThreadWaiter:
