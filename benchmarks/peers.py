@@ -105,7 +105,7 @@ def contenders() -> Dict[str, Optional[Wrap]]:
 
         found["grain thread prefetch"] = lambda it, k: iter(
             grain.experimental.ThreadPrefetchIterDataset(
-                IteratorDataset(it), prefetch_buffer_size=k
+                IteratorDataset(it, None, None), prefetch_buffer_size=k
             )
         )
     except ImportError:
