@@ -115,8 +115,9 @@ class BackgroundGenerator(StateRelay, Generic[T]):
         """Return the next item; blocks while the worker has none ready."""
         channel = self._channel
         while True:
-            # _take, inlined: one Python frame less per item (a sixth of the
-            # hand-off at depth).
+            # The item is taken in the frame that returns it, by a for loop:
+            # from 3.10 on no signal is handled between the taking and the
+            # store, and nothing is lost at a call's return.
             entry = NOTHING
             try:
                 for entry in channel.taker:
@@ -170,9 +171,25 @@ class BackgroundGenerator(StateRelay, Generic[T]):
         """
         channel = self._channel
         while True:
-            item = self._take()
-            if item is not NOTHING:
-                return item
+            # As in __next__, and not through a call: before 3.11 CPython
+            # handles signals as a call returns, which could lose the item.
+            entry = NOTHING
+            try:
+                for entry in channel.taker:
+                    if channel.parked:
+                        channel.wake_producer()
+                    if self._delivered is None:
+                        return entry
+                    item, slot, record = entry
+                    self._delivered.records[slot] = record
+                    return item
+            except IndexError:
+                pass
+            except BaseException:
+                if entry is not NOTHING:
+                    channel.items.appendleft(entry)
+                    channel.after_put_back()
+                raise
             try:
                 channel.raise_if_drained()
             except StopIteration:
@@ -210,31 +227,6 @@ class BackgroundGenerator(StateRelay, Generic[T]):
                     channel.count_missed_wakeup()
                 break
         channel.consumer_wait_s += perf_counter() - waiter.since
-
-    def _take(self) -> Any:
-        """The next item if one is buffered, else ``NOTHING``; never blocks.
-
-        ``__next__`` inlines this; see the comments there.
-        """
-        channel = self._channel
-        entry = NOTHING
-        try:
-            for entry in channel.taker:
-                if channel.parked:
-                    channel.wake_producer()
-                if self._delivered is None:
-                    return entry
-                item, slot, record = entry
-                self._delivered.records[slot] = record
-                return item
-        except IndexError:
-            pass
-        except BaseException:
-            if entry is not NOTHING:
-                channel.items.appendleft(entry)
-                channel.after_put_back()
-            raise
-        return NOTHING
 
     def close(self, timeout: Optional[float] = CLOSE_TIMEOUT_S) -> None:
         """End the stream and wait up to ``timeout`` seconds for the worker to exit.

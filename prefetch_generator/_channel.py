@@ -97,7 +97,7 @@ SPIN_AFTER_SLEEPS_UNDER_S = 100e-6
 TALLY_LIMIT = sys.maxsize
 
 NOTHING = object()
-"""What ``BackgroundGenerator._take`` returns when no item is buffered."""
+"""What a receiver's ``entry`` holds until it has taken an item."""
 
 
 class ThreadWaiter:
@@ -396,10 +396,10 @@ class Channel:
         """Block until an item may be buffered; once the stream has ended and the
         buffer is drained, raise the ending instead.
 
-        Takes nothing itself: an item is taken only in the frame that returns it
-        (``BackgroundGenerator._take``), so that an interrupt cannot strand it in between. The sleep
-        re-checks the buffer every ``RECHECK_S``, so a lost wake-up costs at
-        most two intervals. Raises RuntimeError when called from the producer
+        Takes nothing itself: an item is taken only in the frame that returns
+        it (``BackgroundGenerator.__next__``), so that an interrupt cannot
+        strand it. The sleep re-checks the buffer every ``RECHECK_S``, so a
+        lost wake-up costs at most two intervals. Raises RuntimeError when called from the producer
         thread (from inside the source), where waiting would deadlock.
         """
         self.raise_if_drained()
