@@ -223,8 +223,8 @@ class BackgroundGenerator(StateRelay, Generic[T]):
                 break
             if waiter not in channel.waiters or channel.items or channel.ended:
                 await asyncio.wait((future,), timeout=RECHECK_S)
-                if not future.done():
-                    channel.count_missed_wakeup()
+                if not future.done() and waiter not in channel.waiters:
+                    channel.count_missed_wakeup()  # as in Channel._sleep
                 break
         channel.consumer_wait_s += perf_counter() - waiter.since
 

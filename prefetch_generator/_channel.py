@@ -29,15 +29,20 @@ wakes it, or the waiter itself, which then waits no more.
 
 Bounded sleeps: no sleep depends on a wake-up alone. Every sleeper re-checks
 its condition each ``RECHECK_S``; one that finds work twice running goes on
-without its wake-up and counts it in ``missed_wakeups``. A wake-up lost for
-any reason (an interrupt in recovery code, a memory-ordering gap without the
-GIL, a bug nobody has found) so costs at most ``2 * RECHECK_S``, never a
-hang; without interrupts the count stays 0, and the tests assert it. A
-producer parked on a full buffer also stops at a re-check that finds its
-``owner`` (the object consumers hold, by weak reference) dropped, should the
-finaliser's stop request have been lost to a signal handler raising in it. An idle
-sleeper wakes ten times a second, about 15 us of CPU each: 0.01 CPU seconds
-per idle minute (``benchmarks/idle_cost.py``).
+without its wake-up. A wake-up lost for any reason (an interrupt in recovery
+code, a memory-ordering gap without the GIL, a bug nobody has found) so
+costs at most ``2 * RECHECK_S``, never a hang. Where the re-check sees that
+a wake-up was owed and never sent (a producer with room; a waiter that a
+waker took off the list and never woke), it counts it in
+``missed_wakeups``: without interrupts the count stays 0, and the tests
+assert it. (Items that wait while a waiter is still listed may be meant for
+a consumer woken earlier and slow to run, as on a busy machine: that waiter
+goes on, uncounted.) A producer parked on a full buffer also stops at a
+re-check that finds its ``owner`` (the object consumers hold, by weak
+reference) dropped, should the finaliser's stop request have been lost to a
+signal handler raising in it. An idle sleeper wakes ten times a second,
+about 15 us of CPU each: 0.01 CPU seconds per idle minute
+(``benchmarks/idle_cost.py``).
 
 Interrupts: a signal handler (Ctrl-C, a signal-based time limit) may raise
 at any point where CPython handles signals: from 3.11 on, a Python function's
@@ -219,9 +224,10 @@ class Channel:
         # a shared attribute can lose a count between threads.
         self._discards: list = []
         self.missed_wakeups = 0
-        # Sleeps that a re-check ended (``_sleep_on``): 0 unless an interrupt
-        # cut a wake-up short, or the protocol has a bug; without the GIL two
-        # misses at once may count as one, never as none.
+        # Wake-ups a re-check found owed and never sent (``_sleep_on``): a
+        # producer with room and no wake-up, a waiter taken off the list and
+        # never woken. 0 unless an interrupt cut a wake-up short, or the
+        # protocol has a bug; without the GIL two at once may count as one.
         self.started_at = perf_counter()
         self.producer_wait_s = 0.0
         self.consumer_wait_s = 0.0
@@ -326,10 +332,14 @@ class Channel:
                     ),
                 )
                 self.producer_wait_s += perf_counter() - started
-                if not woken and self.owner() is None:
-                    # Dropped, and the finaliser's stop request was lost (a
-                    # signal handler raised inside it): stop all the same.
-                    self.request_stop()
+                if not woken:
+                    # A receiver made room (or a stop was asked) and its
+                    # wake-up never came.
+                    self.count_missed_wakeup()
+                    if self.owner() is None:
+                        # Dropped, and the finaliser's stop request was lost
+                        # (a signal handler raised inside it): stop all the same.
+                        self.request_stop()
         finally:
             self.parked = False
 
@@ -337,22 +347,18 @@ class Channel:
         """Acquire ``lock``, the wake-up, checking ``has_work()`` every ``RECHECK_S``.
 
         Returns True once the wake-up comes, or False once ``has_work()`` has
-        held for two intervals without it (a lost wake-up, counted in
-        ``missed_wakeups``): the caller then checks its condition as after
-        any wake-up.
+        held for two intervals without it: the caller then checks its
+        condition as after any wake-up.
         """
         while not lock.acquire(timeout=RECHECK_S):
             if has_work():
                 # The wake-up may still be on its way (its sender preempted
                 # between changing the state and waking): one interval more.
-                if lock.acquire(timeout=RECHECK_S):
-                    return True
-                self.count_missed_wakeup()
-                return False
+                return lock.acquire(timeout=RECHECK_S)
         return True
 
     def count_missed_wakeup(self) -> None:
-        """Count a sleep that its re-check ended: work was there, no wake-up came."""
+        """Count a wake-up that a re-check found owed and never sent."""
         self.missed_wakeups += 1
 
     def wake_consumers(self, handoff: bool = False, every: bool = False) -> None:
@@ -399,8 +405,9 @@ class Channel:
         Takes nothing itself: an item is taken only in the frame that returns
         it (``BackgroundGenerator.__next__``), so that an interrupt cannot
         strand it. The sleep re-checks the buffer every ``RECHECK_S``, so a
-        lost wake-up costs at most two intervals. Raises RuntimeError when called from the producer
-        thread (from inside the source), where waiting would deadlock.
+        lost wake-up costs at most two intervals. Raises RuntimeError when
+        called from the producer thread (from inside the source), where
+        waiting would deadlock.
         """
         self.raise_if_drained()
         if self.spin_s and self._poll(self.spin_s):
@@ -425,9 +432,14 @@ class Channel:
             raise
 
     def _sleep(self, waiter: ThreadWaiter) -> None:
-        self._sleep_on(
+        woken = self._sleep_on(
             waiter.woken, lambda: waiter not in self.waiters or bool(self.items) or self.ended
         )
+        if not woken and waiter not in self.waiters:
+            # A waker took it off the list and never woke it. (Items that
+            # wait while it is still listed may be meant for a consumer woken
+            # before it and slow to run: it goes on, but that is no miss.)
+            self.count_missed_wakeup()
         if waiter.handoff:
             try:
                 self._consumer_resumed.release()

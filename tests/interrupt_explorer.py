@@ -348,7 +348,7 @@ def no_waiter_left(bg, problems):
     def check():
         channel = bg._channel
         zombies = [w for w in channel.waiters if not getattr(w, "abandoned", False)]
-        if zombies and not channel.ended:
+        if zombies and not channel.ended and not RECOVERY_CAN_BE_CUT:
             problems.append(f"{len(zombies)} waiter(s) registered after next() raised")
 
     return check
@@ -417,7 +417,13 @@ def check_the_end(bg: Any, injector: Injector) -> List[str]:
         problems.append("the worker never finished")
     if bg._channel.waiters:
         problems.append(f"{len(bg._channel.waiters)} waiter(s) left registered")
-    if injector.raised and injector.caught_last is not injector.raised[-1]:
+    # (Before 3.11 a second interrupt can replace the first where the tracer
+    # cannot see it; only the exact versions are held to this.)
+    if (
+        not RECOVERY_CAN_BE_CUT
+        and injector.raised
+        and injector.caught_last is not injector.raised[-1]
+    ):
         problems.append("an injected interrupt never reached the consumer")
     if not injector.landings and getattr(bg._channel, "missed_wakeups", 0):
         problems.append(f"{bg._channel.missed_wakeups} missed wake-up(s) without interrupts")
@@ -425,17 +431,21 @@ def check_the_end(bg: Any, injector: Injector) -> List[str]:
     return problems
 
 
-# Python 3.8 and 3.9 can handle a signal between a ``for`` loop's next item
-# and its store to the loop variable, in the package's loops as in anyone's:
-# there an interrupt can lose the item being taken (the README says so). The
-# rest holds: nothing twice, nothing out of order.
-ITEMS_MAY_BE_LOST = sys.version_info < (3, 10)
+# Before 3.11 CPython handles a signal at nearly every bytecode: on 3.8 and
+# 3.9 between a ``for`` loop's next item and its store to the loop variable,
+# and on every version before 3.11 on the few bytecodes of a recovery before
+# its first call. There an interrupt (3.8, 3.9) or a second one (3.10) can
+# lose the item being taken or put back (the saved state then counts it as
+# delivered), or leave a waiter listed, whose wake-up the re-check then
+# recovers (docs/interrupts.md). The rest holds on every version: nothing
+# twice, nothing out of order, no hang.
+RECOVERY_CAN_BE_CUT = sys.version_info < (3, 11)
 
 
 def check_in_order(received: List[Any], expected: List[Any]) -> List[str]:
     if received == expected:
         return []
-    if ITEMS_MAY_BE_LOST and set(received) <= set(expected) and received == sorted(set(received)):
+    if RECOVERY_CAN_BE_CUT and set(received) <= set(expected) and received == sorted(set(received)):
         return []
     return [f"received {received}, expected {expected}"]
 
