@@ -187,4 +187,6 @@ def test_no_pair_of_interrupts_loses_an_item_a_wake_up_or_a_state(name):
         f"{len(found.failures)} failing, {time.perf_counter() - started:.1f} s"
     )
     assert not found.failures, found.summary()
-    assert found.pairs > 100  # the interrupts did land
+    # The interrupts did land: pairs number in the hundreds with the GIL, and
+    # 38-80 per scenario on free-threaded 3.13, where fewer points take them.
+    assert found.pairs > 20
