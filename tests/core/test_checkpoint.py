@@ -9,7 +9,6 @@ state delivered with the last item would fail it.
 
 import asyncio
 import threading
-from collections import deque
 
 import pytest
 

@@ -244,3 +244,35 @@ def test_another_missing_attribute_keeps_pythons_own_error():
     if sys.version_info >= (3, 10):  # what "Did you mean" suggestions are computed from
         assert (caught.value.name, caught.value.obj) == ("no_such_attribute", bg)
     assert not hasattr(bg, "is_alive")
+
+
+@pytest.mark.parametrize("method_kind", [classmethod, staticmethod])
+@pytest.mark.parametrize("bare", [True, False])
+def test_background_above_classmethod_or_staticmethod_keeps_the_method_kind(method_kind, bare):
+    decorate = background if bare else background(max_prefetch=3)
+
+    class Dataset:
+        size = 4
+
+        @decorate
+        @method_kind
+        def batches(*args):
+            yield from range(Dataset.size)
+
+    assert list(Dataset.batches()) == list(range(4))
+    assert list(Dataset().batches()) == list(range(4))
+
+
+def test_len_is_the_length_of_the_wrapped_iterable_and_bool_is_always_true():
+    bg = BackgroundGenerator([1, 2, 3])
+    assert len(bg) == 3
+    next(bg)
+    assert len(bg) == 3  # the items it gives in all, as len(loader)
+    gen = BackgroundGenerator(x for x in ())
+    with pytest.raises(TypeError):
+        len(gen)
+    assert bool(gen) and bool(BackgroundGenerator([]))
+
+
+def test_an_integral_float_max_prefetch_is_accepted_as_in_1_0_3():
+    assert BackgroundGenerator(range(3), 2.0).max_prefetch == 2

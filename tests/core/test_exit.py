@@ -1,5 +1,15 @@
-"""Interpreter exit, fork and Ctrl-C, each in a fresh subprocess of this Python."""
+"""Interpreter exit, fork and Ctrl-C: a program ends on time and every source is closed.
 
+Whatever its generators are doing when the program ends (a worker blocked on a
+full buffer or inside a slow step, a daemon thread still consuming, a generator
+started by an exit handler), it exits promptly, runs each source's ``finally``,
+and leaves the exit handlers of the program and its libraries working. A forked
+child is told its inherited generators are not running and may start new ones;
+Ctrl-C ends the program with ``KeyboardInterrupt``. Each case runs in a fresh
+subprocess of this Python.
+"""
+
+import atexit
 import os
 import signal
 import subprocess
@@ -7,39 +17,10 @@ import sys
 import textwrap
 
 import pytest
+from support import EXIT_BOUND_S, PRELUDE, REPO, run_python
 
-from prefetch_generator._channel import GIL_ENABLED
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXIT_BOUND_S = 20
-
-PRELUDE = """
-import os, sys, threading, time
 from prefetch_generator import BackgroundGenerator
-
-def endless():
-    try:
-        i = 0
-        while True:
-            i += 1
-            yield i
-    finally:
-        print("source finally ran", flush=True)
-
-def slow_step():
-    yield 1
-    time.sleep(60)
-    yield 2
-
-def consume_until_exit(bg):
-    # A daemon thread still consuming at exit is told so, with an error.
-    try:
-        for _ in bg:
-            pass
-    except RuntimeError as error:
-        if "interpreter is exiting" not in str(error):
-            raise
-"""
+from prefetch_generator._channel import GIL_ENABLED
 
 EXIT_CASES = {
     "producer blocked on a full buffer": """
@@ -94,20 +75,6 @@ EXIT_CASES = {
         time.sleep(0.05)  # let the churn run; exit must cope with it at any point
     """,
 }
-
-
-def run_python(body, before="", **kwargs):
-    """Run ``body`` after PRELUDE (which imports the package), ``before`` ahead of both."""
-    code = textwrap.dedent(before) + PRELUDE + textwrap.dedent(body)
-    env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=EXIT_BOUND_S,
-        **kwargs,
-    )
 
 
 @pytest.mark.parametrize("case", list(EXIT_CASES))
@@ -412,3 +379,127 @@ def test_a_storm_of_ctrl_c_during_next_leaves_no_hang_no_duplicate_no_loss(max_p
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "True True 0\n"
+
+
+@NO_NEW_THREADS_IN_SHUTDOWN
+def test_a_generator_created_in_an_exit_handler_after_an_import_keeps_the_exit_handler():
+    result = run_python("""
+        import atexit, tempfile, pathlib
+        bg = BackgroundGenerator(endless(), max_prefetch=2)
+        next(bg)
+        folder = tempfile.mkdtemp()
+        pathlib.Path(folder, "late_module.py").write_text("")
+        sys.path.insert(0, folder)
+        def at_exit():
+            import late_module
+            with BackgroundGenerator(endless(), max_prefetch=2) as late:
+                next(late)
+        atexit.register(at_exit)
+    """)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "source finally ran\nsource finally ran\n"
+
+
+@NO_NEW_THREADS_IN_SHUTDOWN
+def test_with_in_an_exit_handler_that_runs_after_ours_still_closes_the_source():
+    result = run_python(
+        "",
+        before="""
+        import atexit
+        def save_at_exit():
+            with BackgroundGenerator(endless()) as bg:
+                next(bg)
+            print("running:", bg.is_running(), flush=True)
+        atexit.register(save_at_exit)
+        """,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "source finally ran\nrunning: False\n"
+
+
+def test_a_closeable_registered_for_exit_is_closed_only_after_its_worker_left_it():
+    result = run_python("""
+        from prefetch_generator._worker import close_at_exit
+        class Source:
+            inside = False
+            def __iter__(self):
+                return self
+            def __next__(self):
+                self.inside = True
+                time.sleep(0.2)
+                self.inside = False
+                return 1
+            def close(self):
+                print("closed in", threading.current_thread().name, "inside:", self.inside)
+        source = Source()
+        close_at_exit(source)
+        bg = BackgroundGenerator(source)
+        next(bg)
+    """)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[0] == "closed in prefetch_generator inside: False"
+    assert "inside: True" not in result.stdout
+
+
+def test_an_exit_handler_whose_eq_raises_does_not_cost_ours():
+    result = run_python("""
+        import atexit, json
+        class Odd:
+            def __call__(self):
+                pass
+            def __eq__(self, other):
+                raise TypeError("ambiguous comparison")
+            __hash__ = object.__hash__
+        atexit.register(Odd())
+        import fractions, decimal  # new modules: the handler moves on the next start
+        bg = BackgroundGenerator(endless(), max_prefetch=2)
+        next(bg)
+    """)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "source finally ran\n"
+
+
+def test_a_closeable_that_raises_system_exit_at_exit_does_not_cost_the_others():
+    result = run_python("""
+        from prefetch_generator._worker import close_at_exit
+        class Exits:
+            def close(self):
+                raise SystemExit(3)
+        class Prints:
+            def close(self):
+                print("closed the other", flush=True)
+        first, second = Exits(), Prints()
+        close_at_exit(first)
+        close_at_exit(second)
+    """)
+    assert result.returncode == 0
+    assert result.stdout == "closed the other\n"
+    assert "SystemExit: 3" in result.stderr
+
+
+def test_starting_workers_without_new_imports_leaves_the_exit_handler_list_as_it_is():
+    # Each move of the exit handler leaves a slot behind in atexit's table.
+    next(BackgroundGenerator(iter([1])))  # moves it once, after this suite's imports
+    before = atexit._ncallbacks()
+    for _ in range(50):
+        next(BackgroundGenerator(iter([1])))
+    assert atexit._ncallbacks() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_an_inherited_generator_is_not_running_in_a_forked_child():
+    result = run_python("""
+        import warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
+        bg = BackgroundGenerator(endless(), max_prefetch=2)
+        next(bg)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                next(bg)
+            except RuntimeError as error:  # never a silent end
+                os._exit(0 if not bg.is_running() and "os.fork()" in str(error) else 1)
+            os._exit(1)
+        print("child status", os.waitpid(pid, 0)[1], flush=True)
+    """)
+    assert "child status 0" in result.stdout

@@ -277,3 +277,31 @@ def test_balanced_when_neither_side_waits():
     )
     assert stats.bottleneck == "balanced"
     assert "bottleneck is balanced" in str(stats)
+
+
+def test_stats_count_nothing_consumed_after_a_close_during_a_step():
+    entered, release = threading.Event(), threading.Event()
+
+    def source():
+        entered.set()
+        assert release.wait(10)
+        yield 1
+
+    bg = BackgroundGenerator(source())
+    assert entered.wait(10)
+    bg.close(timeout=0)
+    release.set()
+    bg._worker.thread.join(10)
+    stats = bg.stats()
+    assert (stats.produced, stats.consumed) == (1, 0)
+
+
+def test_an_async_consumer_waiting_on_a_slow_source_makes_it_the_bottleneck():
+    async def main():
+        bg = BackgroundGenerator(slow_source(20, 0.002))
+        async for _ in bg:
+            pass
+        return bg.stats()
+
+    stats = asyncio.run(asyncio.wait_for(main(), 30))
+    assert stats.consumer_wait_s > 0 and stats.bottleneck == "producer"
