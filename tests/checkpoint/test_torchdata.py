@@ -127,7 +127,7 @@ def test_two_stacked_stages_resume_exactly():
 
 
 class DataLoaderX(StatefulDataLoader):
-    """The README's recipe: a StatefulDataLoader that prefetches, checkpointable."""
+    """The recipe in docs/checkpointing.md: a StatefulDataLoader that prefetches, checkpointable."""
 
     _prefetched = None
 
