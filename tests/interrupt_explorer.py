@@ -26,6 +26,7 @@ and the injector trips at the first event past it instead.
 """
 
 import _thread
+import asyncio
 import functools
 import gc
 import io
@@ -407,6 +408,31 @@ def run_in_main(
         stop()
         watchdog.stop()
     return []
+
+
+def run_async_in_main(injector: Injector, bg: Any, received: list) -> List[str]:
+    """Run ``consume_async`` over ``bg`` on an event loop in the main thread, under
+    ``injector`` and bounded by a watchdog; returns the problems found."""
+    problems: List[str] = []
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(consume_async(bg, received, injector, no_waiter_left(bg, problems)))
+
+    def run_the_loop() -> None:
+        while True:
+            try:
+                loop.run_until_complete(task)
+                return
+            except Injected as error:  # landed in the event loop, not in the task
+                injector.caught(error)
+
+    try:
+        problems += run_in_main(injector, lambda: len(received), run_the_loop)
+    finally:
+        if not task.done():
+            task.cancel()
+            loop.run_until_complete(asyncio.wait([task], timeout=STALL_S))
+        loop.close()
+    return problems
 
 
 def check_the_end(bg: Any, injector: Injector) -> List[str]:

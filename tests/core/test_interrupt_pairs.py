@@ -13,7 +13,6 @@ and ``state_dict()`` is the state after the last item received.
 scenario; ``-s`` prints how many runs and pairs each scenario explored.
 """
 
-import asyncio
 import itertools
 import os
 import threading
@@ -24,13 +23,12 @@ from interrupt_explorer import (
     RECOVERY_CAN_BE_CUT,
     STALL_S,
     Counting,
-    Injected,
     check_in_order,
     check_the_end,
     consume,
-    consume_async,
     explore,
     no_waiter_left,
+    run_async_in_main,
     run_in_main,
 )
 
@@ -92,25 +90,7 @@ def several_consumers(injector):
 def async_consumer(injector):
     bg = BackgroundGenerator(iter(range(ITEMS)), max_prefetch=1)
     received = []
-    loop = asyncio.new_event_loop()
-    problems = []
-    task = loop.create_task(consume_async(bg, received, injector, no_waiter_left(bg, problems)))
-
-    def run_the_loop():
-        while True:
-            try:
-                loop.run_until_complete(task)
-                return
-            except Injected as error:  # landed in the event loop, not in the task
-                injector.caught(error)
-
-    try:
-        problems += run_in_main(injector, lambda: len(received), run_the_loop)
-    finally:
-        if not task.done():
-            task.cancel()
-            loop.run_until_complete(asyncio.wait([task], timeout=STALL_S))
-        loop.close()
+    problems = run_async_in_main(injector, bg, received)
     return problems + check_in_order(received, list(range(ITEMS))) + check_the_end(bg, injector)
 
 

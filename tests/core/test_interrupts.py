@@ -25,15 +25,14 @@ from interrupt_explorer import (
     RECOVERY_CAN_BE_CUT,
     STALL_S,
     Counting,
-    Injected,
     Injector,
     Watchdog,
     check_in_order,
     check_the_end,
     consume,
-    consume_async,
     explore,
     no_waiter_left,
+    run_async_in_main,
     run_in_main,
 )
 from support import until
@@ -150,25 +149,8 @@ def test_an_item_next_took_before_two_interrupts_is_received_later():
 def test_an_item_anext_took_before_two_interrupts_is_received_later():
     def scenario(injector):
         bg = full_buffer(iter(range(3)))
-        received, problems = [], []
-        loop = asyncio.new_event_loop()
-        task = loop.create_task(consume_async(bg, received, injector, no_waiter_left(bg, problems)))
-
-        def run_the_loop():
-            while True:
-                try:
-                    loop.run_until_complete(task)
-                    return
-                except Injected as error:
-                    injector.caught(error)
-
-        try:
-            problems += run_in_main(injector, lambda: len(received), run_the_loop)
-        finally:
-            if not task.done():
-                task.cancel()
-                loop.run_until_complete(asyncio.wait([task], timeout=STALL_S))
-            loop.close()
+        received = []
+        problems = run_async_in_main(injector, bg, received)
         return problems + check_in_order(received, [0, 1, 2]) + check_the_end(bg, injector)
 
     explored("anext() on a full buffer", scenario)
