@@ -1,14 +1,11 @@
 """prefetch_generator_jax against the real jax, grain and flax (CPU)."""
 
 import itertools
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import pytest
+from devices import run_with_devices
 
 jax = pytest.importorskip("jax")
 np = pytest.importorskip("numpy")
@@ -19,26 +16,6 @@ from prefetch_generator_jax import (  # noqa: E402
     Prefetcher,
     create_prefetch_stream,
 )
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run_with_devices(script, devices=4, timeout=120):
-    """Run ``script`` in a fresh interpreter that sees ``devices`` CPU devices."""
-    env = dict(
-        os.environ,
-        PYTHONPATH=REPO,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 def batches(n, rows=8):

@@ -9,11 +9,10 @@ import collections
 import glob
 import os
 import subprocess
-import sys
-import textwrap
 import threading
 
 import pytest
+from devices import REPO, run_with_devices
 
 jax = pytest.importorskip("jax")
 np = pytest.importorskip("numpy")
@@ -25,27 +24,7 @@ from prefetch_generator_jax import (  # noqa: E402
     create_prefetch_stream,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BOUND_S = 60
-
-
-def run_with_devices(script, devices=4, env=None, timeout=120):
-    """Run ``script`` in a fresh interpreter that sees ``devices`` CPU devices."""
-    env = dict(
-        os.environ,
-        PYTHONPATH=REPO,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        **(env or {}),
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 def needs(*modules):
