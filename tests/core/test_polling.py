@@ -7,7 +7,6 @@ so the results are the same, just slower.
 """
 
 import threading
-import time
 
 import pytest
 
@@ -122,32 +121,54 @@ def test_close_ends_a_poll_at_once(endless_polls):
 
 
 def test_polling_stops_after_a_long_sleep_and_starts_again_after_a_short_one(monkeypatch):
+    asked, asleep = threading.Event(), threading.Event()
+
+    class SignallingLock:
+        def __init__(self, lock):
+            self.lock = lock
+
+        def acquire(self, timeout=-1):
+            asleep.set()
+            return self.lock.acquire(timeout=timeout)
+
+        def release(self):
+            self.lock.release()
+
+    class SleepingWaiter(_channel.ThreadWaiter):
+        __slots__ = ()
+
+        def __init__(self):
+            super().__init__()
+            self.woken = SignallingLock(self.woken)
+
     monkeypatch.setattr(_channel, "SPIN_S", 1e-3)
-    channel_known = threading.Event()
+    monkeypatch.setattr(_channel, "ThreadWaiter", SleepingWaiter)
 
     def source():
         yield 0
-        assert channel_known.wait(BOUND_S)
-        until_a_consumer_sleeps()
-        yield 1
-        until_a_consumer_sleeps()
-        yield 2
+        for item in (1, 2):
+            # Each item comes only once the consumer sleeps for it: one that
+            # finds the item as it lists itself does not sleep, and its
+            # polling policy stays as it was.
+            assert asked.wait(BOUND_S)
+            asked.clear()
+            assert asleep.wait(BOUND_S), "the consumer never went to sleep"
+            yield item
 
-    def until_a_consumer_sleeps():
-        deadline = time.monotonic() + BOUND_S
-        while not channel.waiters:
-            assert time.monotonic() < deadline, "the consumer never went to sleep"
+    def ask():
+        asleep.clear()
+        asked.set()
+        return next(bg)
 
     bg = BackgroundGenerator(source())
     channel = bg._channel
-    channel_known.set()
     assert next(bg) == 0
     assert channel.spin_s == 1e-3
 
     monkeypatch.setattr(_channel, "SPIN_AFTER_SLEEPS_UNDER_S", 0.0)  # every sleep is long
-    assert next(bg) == 1
+    assert ask() == 1
     assert channel.spin_s == 0.0
 
     monkeypatch.setattr(_channel, "SPIN_AFTER_SLEEPS_UNDER_S", LONGER_THAN_ANY_TEST_S)
-    assert next(bg) == 2
+    assert ask() == 2
     assert channel.spin_s == 1e-3

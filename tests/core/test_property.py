@@ -3,7 +3,6 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import live_workers
 from prefetch_generator import BackgroundGenerator
 
 
@@ -55,5 +54,5 @@ def test_consumer_sees_the_sources_prefix_then_its_error_or_end(
     worker = bg._worker.thread
     del bg  # dropping requests the stop without waiting for it
     worker.join(10)
-    assert live_workers() == []
+    assert not worker.is_alive()
     assert finished == [True]
