@@ -1,4 +1,5 @@
-"""What several test files of tests/core share: a bounded wait, a source, a child Python.
+"""What several test files of tests/core share: a bounded wait, a source, a child Python,
+where a trace function may raise as a signal handler would.
 
 ``until`` polls for a state another thread reaches and gives up after a bound, so a
 test fails rather than hangs. ``run_python`` runs a program in a fresh interpreter
@@ -7,6 +8,7 @@ the programs use), for what only a process of its own can show: exit, fork, outp
 to stderr.
 """
 
+import dis
 import os
 import subprocess
 import sys
@@ -23,6 +25,21 @@ def until(condition, bound_s):
             return False
         time.sleep(1e-4)
     return True
+
+
+POP_EXCEPT = dis.opmap["POP_EXCEPT"]
+
+
+def a_signal_can_land_at(frame):
+    """Whether a signal handler may raise at ``frame``'s next instruction.
+
+    Tests that raise from a trace function to stand for a signal handler skip
+    an ``except`` block's ``POP_EXCEPT``: CPython handles no signal there, and
+    an exception raised there leaves the exception being handled set for the
+    rest of the thread's life (no handler covers that instruction), chained
+    to every later exception in the thread.
+    """
+    return frame.f_code.co_code[frame.f_lasti] != POP_EXCEPT
 
 
 class Endless:

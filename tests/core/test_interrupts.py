@@ -35,7 +35,7 @@ from interrupt_explorer import (
     run_async_in_main,
     run_in_main,
 )
-from support import until
+from support import a_signal_can_land_at, until
 
 from prefetch_generator import BackgroundGenerator, _background, _channel
 
@@ -315,7 +315,7 @@ def consume_interrupted_at(line_event, items, source=slow_source):
     seen = [0]
 
     def local(frame, event, arg):
-        if event == "line":
+        if event == "line" and a_signal_can_land_at(frame):
             seen[0] += 1
             if seen[0] == line_event:
                 raise Interrupt

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from support import a_signal_can_land_at
 
 from prefetch_generator import BackgroundGenerator, Stats, _channel
 
@@ -126,7 +127,11 @@ def close_interrupted_at(bg, event, **close_args):
 
     def interrupt_at_event(frame, kind, arg):
         # Only the library's own frames: not a gc callback that runs meanwhile.
-        if frame.f_code.co_filename.startswith(PACKAGE) and next(seen) == event:
+        if (
+            frame.f_code.co_filename.startswith(PACKAGE)
+            and a_signal_can_land_at(frame)
+            and next(seen) == event
+        ):
             raise KeyboardInterrupt
         return interrupt_at_event
 
