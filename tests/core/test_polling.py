@@ -9,6 +9,7 @@ so the results are the same, just slower.
 import threading
 
 import pytest
+from support import until
 
 from prefetch_generator import BackgroundGenerator, _channel
 
@@ -162,6 +163,8 @@ def test_polling_stops_after_a_long_sleep_and_starts_again_after_a_short_one(mon
 
     bg = BackgroundGenerator(source())
     channel = bg._channel
+    # Taken from the buffer, so that the first next() neither polls nor sleeps.
+    assert until(lambda: channel.items, BOUND_S)
     assert next(bg) == 0
     assert channel.spin_s == 1e-3
 

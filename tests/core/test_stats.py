@@ -247,17 +247,22 @@ class ReleasesTheGilWhenFreed:
 
 
 def consumed_snapshots_while(bg, action):
-    """``bg.stats().consumed``, taken over and over in another thread while ``action`` runs."""
+    """``bg.stats().consumed``, taken over and over in another thread while ``action``
+    runs; the first is taken before it starts."""
     snapshots = []
-    done = threading.Event()
+    started, done = threading.Event(), threading.Event()
 
     def poll():
         while not done.is_set():
             snapshots.append(bg.stats().consumed)
+            started.set()
 
     poller = threading.Thread(target=poll)
     poller.start()
     try:
+        # Without the GIL the poller may take its first snapshot only once the
+        # action runs, and each one then may fall while an item moves.
+        assert started.wait(10), "the poller never took a snapshot"
         action()
     finally:
         done.set()
