@@ -167,6 +167,8 @@ def test_no_pair_of_interrupts_loses_an_item_a_wake_up_or_a_state(name):
         f"{len(found.failures)} failing, {time.perf_counter() - started:.1f} s"
     )
     assert not found.failures, found.summary()
-    # The interrupts did land: pairs number in the hundreds with the GIL, and
-    # 38-80 per scenario on free-threaded 3.13, where fewer points take them.
-    assert found.pairs > 20
+    # Second interrupts did land, so the exploration proved something. How
+    # many is no property of the package: it depends on how often the other
+    # thread runs first (hundreds of pairs with the GIL; on free-threaded 3.13,
+    # where fewer points take a signal, 19-80 per scenario).
+    assert found.pairs > 0, "no second interrupt landed"

@@ -45,7 +45,7 @@ PUT_BACK_STALL_S = 5.0
 def explored(name, scenario):
     found = explore(name, scenario, max_failures=3)
     assert not found.failures, found.summary()
-    assert found.pairs > 10  # the interrupts did land
+    assert found.pairs > 0, "no second interrupt landed"  # how many: see test_interrupt_pairs
     return found
 
 
