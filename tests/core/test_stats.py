@@ -253,9 +253,10 @@ def consumed_snapshots_while(bg, action):
     started, done = threading.Event(), threading.Event()
 
     def poll():
+        snapshots.append(bg.stats().consumed)
+        started.set()
         while not done.is_set():
             snapshots.append(bg.stats().consumed)
-            started.set()
 
     poller = threading.Thread(target=poll)
     poller.start()
